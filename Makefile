@@ -1,0 +1,39 @@
+# gridmesh: every target sets up what it needs itself (a .venv beside this file).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+OUT ?= out
+
+.PHONY: demo test lint types pytest bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "gridmesh needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# The main job: a utility broadcasts a tariff change to 10,000 simulated smart meters.
+demo: $(STAMP)
+	$(BIN)/gridmesh simulate examples/tariff-broadcast.toml --out $(OUT)/tariff-broadcast
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy --strict src
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -W error -q
+
+test: lint types pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/sim_throughput.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""``python -m gridmesh`` is the ``gridmesh`` command."""
+
+from gridmesh.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""The ``Node``: the protocols of one gridmesh node, composed, without I/O.
+
+Theory of operation
+-------------------
+A ``Node`` owns one instance of each protocol (membership, dissemination),
+routes each incoming message to the protocol its ``kind`` names, keeps the
+node's timers, and counts what it refused. It is itself sans-I/O: a *driver*
+feeds it and carries out what it asks, through the ``Transport`` interface:
+
+* the driver calls ``start(now)`` once, then ``receive(message, source, now)``
+  or ``receive_datagram(data, source, now)`` for every arrival, and
+  ``handle_timer(now)`` whenever a wake-up it was asked for comes due;
+* the node calls ``transport.send(node_id, peer, message)`` to send,
+  ``transport.wake_at(node_id, when)`` to be woken (spurious or duplicate
+  wake-ups are harmless), and ``transport.deliver(node_id, delivery)`` to hand
+  a message to the application.
+
+The simulator (``gridmesh.sim``) and the asyncio runtime
+(``gridmesh.runtime``) are the two drivers. One ``Transport`` may serve many
+nodes, which is why every call names the node.
+
+Peer input never raises out of ``receive*``: a ``RemoteProtocolError`` is
+counted under its ``reason`` in ``rejected`` and the message is dropped.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
+from gridmesh.protocols import Delivery, Peer, RandomSource
+from gridmesh.protocols.dissemination import PushGossip, PushGossipConfig
+from gridmesh.protocols.membership import FullMembership, FullMembershipConfig, PeerDirectory
+from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, decode
+
+__all__ = ["Node", "NodeConfig", "Transport"]
+
+
+class NodeConfig(BaseModel):
+    """Everything that tunes one node; every field has a sane default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_bytes_max: int = Field(default=MESSAGE_BYTES_MAX, ge=512, le=MESSAGE_BYTES_MAX)
+    gossip: PushGossipConfig = PushGossipConfig()
+    membership: FullMembershipConfig = FullMembershipConfig()
+
+
+class Transport(Protocol):
+    """What a driver does for the nodes it runs."""
+
+    def send(self, source: int, peer: Peer, message: Envelope) -> None: ...
+
+    def wake_at(self, node_id: int, when: float) -> None: ...
+
+    def deliver(self, node_id: int, delivery: Delivery) -> None: ...
+
+
+_Timer = tuple[float, int, Callable[[float], None]]
+
+
+class Node:
+    """One gridmesh node: membership + push gossip, driven from outside."""
+
+    __slots__ = (
+        "_address",
+        "_node_id",
+        "_rng",
+        "_timer_seq",
+        "_timers",
+        "_transport",
+        "_wake_at",
+        "config",
+        "gossip",
+        "membership",
+        "rejected",
+    )
+
+    def __init__(
+        self,
+        node_id: int,
+        *,
+        transport: Transport,
+        rng: RandomSource,
+        config: NodeConfig | None = None,
+        address: str = "",
+        directory: PeerDirectory | None = None,
+        seeds: tuple[str, ...] = (),
+    ) -> None:
+        if not 0 < node_id <= UINT64_MAX:
+            raise LocalProtocolError(f"node id must be in 1..2**64-1, got {node_id}")
+        self._node_id = node_id
+        self._address = address
+        self._rng = rng
+        self._transport = transport
+        self.config = NodeConfig() if config is None else config
+        self._timers: list[_Timer] | None = None
+        self._timer_seq = 0
+        self._wake_at = float("inf")
+        self.rejected: dict[str, int] | None = None
+        self.membership = FullMembership(
+            self, self.config.membership, directory=directory, seeds=seeds
+        )
+        self.gossip = PushGossip(self, self.config.gossip, self.membership)
+
+    # -- the Host interface protocols use ------------------------------------
+
+    @property
+    def node_id(self) -> int:
+        return self._node_id
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def rng(self) -> RandomSource:
+        return self._rng
+
+    def send(self, peer: Peer, message: Envelope) -> None:
+        self._transport.send(self._node_id, peer, message)
+
+    def deliver(self, message: Envelope, payload: object, now: float) -> None:
+        self._transport.deliver(
+            self._node_id,
+            Delivery(
+                message.message_id,
+                message.origin,
+                message.topic,
+                payload,
+                message.created_us,
+                now,
+                message.hops_left,
+            ),
+        )
+
+    def new_message_id(self) -> int:
+        return self._rng.getrandbits(64)
+
+    def call_at(self, when: float, callback: Callable[[float], None]) -> None:
+        timers = self._timers
+        if timers is None:
+            timers = self._timers = []
+        self._timer_seq += 1
+        heapq.heappush(timers, (when, self._timer_seq, callback))
+        if when < self._wake_at:
+            self._wake_at = when
+            self._transport.wake_at(self._node_id, when)
+
+    # -- driver entry points -------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Begin: join the membership and arm the periodic timers."""
+        self.membership.start(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer due at ``now``, then ask to be woken for the next."""
+        timers = self._timers
+        if not timers:
+            return
+        self._wake_at = float("inf")
+        while timers and timers[0][0] <= now:
+            _, _, callback = heapq.heappop(timers)
+            callback(now)
+        if timers and timers[0][0] < self._wake_at:
+            self._wake_at = timers[0][0]
+            self._transport.wake_at(self._node_id, self._wake_at)
+
+    def receive_datagram(self, data: bytes, source: str, now: float) -> None:
+        """Decode and handle one datagram; malformed input is counted and dropped."""
+        try:
+            message = decode(data, message_bytes_max=self.config.message_bytes_max)
+        except RemoteProtocolError as error:
+            self.note_rejected(error)
+            return
+        self.receive(message, source, now)
+
+    def receive(self, message: Envelope, source: str, now: float) -> None:
+        """Handle one decoded message from transport address ``source``."""
+        kind = message.kind
+        try:
+            if kind is Kind.GOSSIP:
+                self.gossip.on_gossip(message, now)
+            elif kind is Kind.MEMBERS:
+                self.membership.on_members(message, source, now)
+            elif kind is Kind.JOIN:
+                self.membership.on_join(message, source, now)
+            else:
+                raise MalformedMessage(f"a node does not accept {kind.name}", field="kind")
+        except RemoteProtocolError as error:
+            self.note_rejected(error)
+
+    # -- application API -----------------------------------------------------
+
+    def broadcast(
+        self,
+        payload: object,
+        *,
+        topic: str,
+        now: float,
+        fanout: int | None = None,
+        hops: int | None = None,
+    ) -> int:
+        """Disseminate ``payload`` to every node by push gossip; returns the message id."""
+        return self.gossip.broadcast(
+            payload, topic=topic, now=now, fanout=fanout, hops=hops
+        ).message_id
+
+    def stats(self) -> dict[str, int]:
+        """Counters for monitoring: deliveries, duplicates, members, refusals by reason."""
+        counters = {
+            "members": self.membership.size_estimate() - 1,
+            "delivered": self.gossip.delivered,
+            "duplicates": self.gossip.duplicates,
+            "relayed": self.gossip.relayed,
+        }
+        for reason, count in (self.rejected or {}).items():
+            counters[f"rejected_{reason}"] = count
+        return counters
+
+    def note_rejected(self, error: RemoteProtocolError) -> None:
+        """Count a refused message under its reason (drivers call this for decode errors)."""
+        rejected = self.rejected
+        if rejected is None:
+            rejected = self.rejected = {}
+        rejected[error.reason] = rejected.get(error.reason, 0) + 1

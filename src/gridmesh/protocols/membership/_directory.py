@@ -1,0 +1,86 @@
+"""A set of peers with O(1) add, remove, lookup and uniform sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from gridmesh.protocols._host import Peer, RandomSource
+
+__all__ = ["PeerDirectory"]
+
+
+class PeerDirectory:
+    """Peers by node id. Sampling is uniform and never returns excluded ids.
+
+    A directory may be shared by many nodes (the simulator's static full
+    membership: every node knows every node, so one copy serves all of them).
+    """
+
+    __slots__ = ("_index", "_peers")
+
+    def __init__(self, peers: Iterable[Peer] = ()) -> None:
+        self._peers: list[Peer] = []
+        self._index: dict[int, int] = {}
+        for peer in peers:
+            self.add(peer)
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._index
+
+    def __iter__(self) -> Iterator[Peer]:
+        return iter(self._peers)
+
+    def get(self, node_id: int) -> Peer | None:
+        position = self._index.get(node_id)
+        return None if position is None else self._peers[position]
+
+    def add(self, peer: Peer) -> None:
+        """Add ``peer``, or replace the entry with the same node id."""
+        assert peer.node_id != 0, "a directory holds only peers with a known id"
+        position = self._index.get(peer.node_id)
+        if position is None:
+            self._index[peer.node_id] = len(self._peers)
+            self._peers.append(peer)
+        else:
+            self._peers[position] = peer
+
+    def remove(self, node_id: int) -> None:
+        position = self._index.pop(node_id, None)
+        if position is None:
+            return
+        last = self._peers.pop()
+        if position < len(self._peers):  # move the last peer into the hole
+            self._peers[position] = last
+            self._index[last.node_id] = position
+
+    def sample(self, rng: RandomSource, count: int, exclude_a: int, exclude_b: int) -> list[Peer]:
+        """Up to ``count`` distinct peers drawn uniformly, none with an excluded id."""
+        peers = self._peers
+        size = len(peers)
+        if count <= 0 or size == 0:
+            return []
+        excluded = (exclude_a, exclude_b)
+        if count * 3 >= size:
+            # Dense: filter, then draw without replacement.
+            eligible = [p for p in peers if p.node_id not in excluded]
+            if count >= len(eligible):
+                rng.shuffle(eligible)
+                return eligible
+            return rng.sample(eligible, count)
+        # Sparse (size > 3 * count, so at least count eligible peers exist):
+        # rejection sampling costs O(count) draws instead of O(size).
+        chosen: list[Peer] = []
+        drawn: set[int] = set()
+        draw = rng.random
+        while len(chosen) < count:
+            position = int(draw() * size)
+            if position in drawn:
+                continue
+            drawn.add(position)
+            peer = peers[position]
+            if peer.node_id not in excluded:
+                chosen.append(peer)
+        return chosen

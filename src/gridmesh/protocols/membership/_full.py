@@ -1,0 +1,230 @@
+"""Full membership: every node knows every other node.
+
+Theory of operation
+-------------------
+Seed 000 (WS-Gossip, II.1) names two ways to find gossip targets; this is the
+first: "share the full list of participants, allowing each of them to locally
+draw subsets as desired", right when the system is small or changes slowly.
+It has two modes, chosen by ``exchange_interval_s``:
+
+**Static** (``exchange_interval_s = 0``): the directory is given at
+construction and never changes. The simulator uses it for large runs, where
+one shared directory serves every node.
+
+**Gossiped** (``exchange_interval_s > 0``), the membership of van Renesse,
+Minsky and Hayden's gossip-style failure detector (Middleware 1998):
+
+* a node joins by sending ``JOIN`` to any seed address; the seed adds it and
+  answers with ``MEMBERS`` (a sample of what it knows, itself included). Until
+  some peer is known the node repeats its ``JOIN`` every interval;
+* every ``exchange_interval_s`` a node raises its own heartbeat and sends
+  ``MEMBERS`` (its own entry plus up to ``members_per_message_max - 1`` others,
+  with their heartbeats) to one random peer, which merges it and answers in
+  kind (push-pull), so a new member reaches everyone in O(log n) intervals;
+* a member whose heartbeat has not risen for ``member_timeout_s`` of *local*
+  time is removed, and a tombstone keeps its last heartbeat so stale gossip
+  cannot bring it back; a restarted node returns because its heartbeat is its
+  clock in milliseconds, which only grows. Clocks are never compared across
+  nodes: each heartbeat is only compared with earlier values of itself.
+
+Rules that never bend: a node never lists itself as a peer; at most
+``members_max`` members and as many tombstones are kept; every entry a peer
+sends is type-checked before anything is merged.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gridmesh.errors import MalformedMessage
+from gridmesh.protocols._host import Host, Peer
+from gridmesh.protocols.membership._directory import PeerDirectory
+from gridmesh.wire import ADDRESS_BYTES_MAX, UINT64_MAX, Envelope, Kind
+
+__all__ = ["MEMBERS_PER_MESSAGE_LIMIT", "FullMembership", "FullMembershipConfig"]
+
+#: Hard wire limit: a MEMBERS message listing more entries is refused.
+MEMBERS_PER_MESSAGE_LIMIT = 4096
+
+
+class FullMembershipConfig(BaseModel):
+    """Limits and timing of full membership."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exchange_interval_s: float = Field(
+        default=1.0, ge=0.0, le=3600.0, description="0 = static membership: no exchange, no expiry"
+    )
+    member_timeout_s: float = Field(default=10.0, gt=0.0, le=86_400.0)
+    members_max: int = Field(default=100_000, ge=1, le=10_000_000)
+    members_per_message_max: int = Field(default=256, ge=1, le=MEMBERS_PER_MESSAGE_LIMIT)
+
+
+class FullMembership:
+    """Peer sampling over a complete (static or gossiped) member list."""
+
+    __slots__ = ("_config", "_directory", "_heard", "_host", "_seeds", "_tombstones")
+
+    def __init__(
+        self,
+        host: Host,
+        config: FullMembershipConfig,
+        *,
+        directory: PeerDirectory | None = None,
+        seeds: tuple[str, ...] = (),
+    ) -> None:
+        self._host = host
+        self._config = config
+        self._directory = PeerDirectory() if directory is None else directory
+        self._seeds = seeds
+        # node id -> (highest heartbeat seen, local time it last rose); gossiped mode only.
+        self._heard: dict[int, tuple[int, float]] = {}
+        self._tombstones: dict[int, int] = {}
+
+    @property
+    def gossiped(self) -> bool:
+        return self._config.exchange_interval_s > 0
+
+    # -- peer sampling -------------------------------------------------------
+
+    def sample(self, count: int, exclude: int = 0) -> list[Peer]:
+        return self._directory.sample(self._host.rng, count, self._host.node_id, exclude)
+
+    def size_estimate(self) -> int:
+        directory = self._directory
+        return len(directory) + (0 if self._host.node_id in directory else 1)
+
+    def members(self) -> list[Peer]:
+        """Every known peer, this node excluded."""
+        me = self._host.node_id
+        return [peer for peer in self._directory if peer.node_id != me]
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        if not self.gossiped:
+            return
+        for peer in self._directory:
+            self._heard.setdefault(peer.node_id, (0, now))
+        self._send_join(now)
+        self._host.call_at(now + self._config.exchange_interval_s, self._on_exchange_timer)
+
+    def _heartbeat(self, now: float) -> int:
+        return max(0, int(now * 1000.0))
+
+    def _send_join(self, now: float) -> None:
+        host = self._host
+        for address in self._seeds:
+            if address != host.address:
+                host.send(Peer(0, address), self._envelope(Kind.JOIN, [host.address], now))
+
+    def _on_exchange_timer(self, now: float) -> None:
+        config = self._config
+        self._expire(now)
+        peers = self.sample(1)
+        if peers:
+            self._send_members(peers[0], now, reply_wanted=True)
+        else:
+            self._send_join(now)
+        self._host.call_at(now + config.exchange_interval_s, self._on_exchange_timer)
+
+    def _expire(self, now: float) -> None:
+        deadline = now - self._config.member_timeout_s
+        dead = [node_id for node_id, (_, rose) in self._heard.items() if rose < deadline]
+        for node_id in dead:
+            heartbeat, _ = self._heard.pop(node_id)
+            self._directory.remove(node_id)
+            if len(self._tombstones) >= self._config.members_max:
+                self._tombstones.pop(next(iter(self._tombstones)))
+            self._tombstones[node_id] = heartbeat
+
+    # -- messages ------------------------------------------------------------
+
+    def on_join(self, message: Envelope, source: str, now: float) -> None:
+        body = message.body
+        if type(body) is not list or len(body) != 1 or type(body[0]) is not str:
+            raise MalformedMessage("JOIN body must be [address]", field="body")
+        address = _check_address(body[0]) or source
+        if message.origin == 0:
+            raise MalformedMessage("JOIN from node id 0", field="origin")
+        self._merge(message.origin, address, self._tombstones.get(message.origin, 0) + 1, now)
+        self._send_members(Peer(message.origin, address), now, reply_wanted=False)
+
+    def on_members(self, message: Envelope, source: str, now: float) -> None:
+        reply_wanted, entries = _parse_members(message.body)
+        for node_id, address, heartbeat in entries:
+            self._merge(node_id, address, heartbeat, now)
+        if reply_wanted and message.origin != 0:
+            known = self._directory.get(message.origin)
+            peer = known if known is not None else Peer(message.origin, source)
+            self._send_members(peer, now, reply_wanted=False)
+
+    def _merge(self, node_id: int, address: str, heartbeat: int, now: float) -> None:
+        if node_id == self._host.node_id or not self.gossiped:
+            return
+        buried = self._tombstones.get(node_id)
+        if buried is not None:
+            if heartbeat <= buried:
+                return
+            del self._tombstones[node_id]
+        known = self._heard.get(node_id)
+        if known is None:
+            if len(self._directory) >= self._config.members_max:
+                return
+            self._directory.add(Peer(node_id, address))
+            self._heard[node_id] = (heartbeat, now)
+        elif heartbeat > known[0]:
+            self._heard[node_id] = (heartbeat, now)
+            current = self._directory.get(node_id)
+            if current is not None and current.address != address:
+                self._directory.add(Peer(node_id, address))
+
+    def _send_members(self, peer: Peer, now: float, *, reply_wanted: bool) -> None:
+        host = self._host
+        others = self.sample(self._config.members_per_message_max - 1, exclude=peer.node_id)
+        heard = self._heard
+        entries: list[list[object]] = [[host.node_id, host.address, self._heartbeat(now)]]
+        entries.extend([p.node_id, p.address, heard.get(p.node_id, (0, now))[0]] for p in others)
+        host.send(peer, self._envelope(Kind.MEMBERS, [reply_wanted, entries], now))
+
+    def _envelope(self, kind: Kind, body: object, now: float) -> Envelope:
+        host = self._host
+        return Envelope(
+            kind=kind,
+            message_id=host.new_message_id(),
+            origin=host.node_id,
+            sender=host.node_id,
+            topic="",
+            created_us=max(0, int(now * 1e6)),
+            hops_left=0,
+            body=body,
+        )
+
+
+def _check_address(address: str) -> str:
+    if len(address.encode()) > ADDRESS_BYTES_MAX:
+        raise MalformedMessage(f"address longer than {ADDRESS_BYTES_MAX} bytes", field="body")
+    return address
+
+
+def _parse_members(body: object) -> tuple[bool, list[tuple[int, str, int]]]:
+    if type(body) is not list or len(body) != 2 or type(body[0]) is not bool:
+        raise MalformedMessage("MEMBERS body must be [reply_wanted, entries]", field="body")
+    entries = body[1]
+    if type(entries) is not list or len(entries) > MEMBERS_PER_MESSAGE_LIMIT:
+        raise MalformedMessage(
+            f"MEMBERS entries must be a list of at most {MEMBERS_PER_MESSAGE_LIMIT}", field="body"
+        )
+    parsed: list[tuple[int, str, int]] = []
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 3:
+            raise MalformedMessage("member entry must be [node_id, address, heartbeat]")
+        node_id, address, heartbeat = entry
+        if type(node_id) is not int or not 0 < node_id <= UINT64_MAX:
+            raise MalformedMessage("member node_id must be a positive 64-bit integer")
+        if type(address) is not str:
+            raise MalformedMessage("member address must be text")
+        if type(heartbeat) is not int or not 0 <= heartbeat <= UINT64_MAX:
+            raise MalformedMessage("member heartbeat must be an unsigned 64-bit integer")
+        parsed.append((node_id, _check_address(address), heartbeat))
+    return body[0], parsed

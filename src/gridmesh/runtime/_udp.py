@@ -1,0 +1,239 @@
+"""The asyncio UDP driver: one real ``Node`` on one UDP socket.
+
+Theory of operation
+-------------------
+This is the second driver of ``gridmesh.node.Node`` (the simulator is the
+first); it implements ``Transport`` with real I/O:
+
+* **time** is the wall clock, ``time.time()``, so ``created_us`` means the same
+  on every host and latencies can be measured across processes;
+* **send** encodes the envelope once (a message sent to ``f`` peers is encoded
+  once), refuses anything over ``message_bytes_max``, and hands it to the
+  socket. UDP is fire-and-forget, exactly the contract of ``Host.send``;
+* **wake_at** becomes ``loop.call_later``; spurious wake-ups are harmless;
+* **receive**: each datagram is decoded once. Malformed ones are counted in the
+  node's ``rejected`` counters and dropped; the node keeps running. ``CONTROL``
+  datagrams are operator requests (broadcast, status, "did you deliver X?")
+  and are accepted only from loopback addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from gridmesh.errors import GridmeshError, LocalProtocolError, MalformedMessage, RemoteProtocolError
+from gridmesh.node import Node, NodeConfig
+from gridmesh.protocols import Delivery, Peer
+from gridmesh.runtime._address import format_address, is_loopback, parse_address
+from gridmesh.wire import Envelope, Kind, decode, encode
+
+__all__ = ["DELIVERIES_KEPT_MAX", "UdpNode"]
+
+log = logging.getLogger("gridmesh.node")
+
+#: How many recent deliveries a node remembers for "did you deliver X?" queries.
+DELIVERIES_KEPT_MAX = 10_000
+_ADDRESS_CACHE_MAX = 100_000
+_CONTROL_KINDS = (Kind.CONTROL, Kind.CONTROL_REPLY)
+
+
+class UdpNode(asyncio.DatagramProtocol):
+    """Runs ``Node`` over a UDP socket; also the node's ``Transport``."""
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        listen: tuple[str, int],
+        config: NodeConfig | None = None,
+        seeds: tuple[str, ...] = (),
+        advertise: str | None = None,
+        rng: random.Random | None = None,
+        on_delivery: Callable[[Delivery], None] | None = None,
+    ) -> None:
+        self.listen = listen
+        self.advertise = advertise or format_address(*listen)
+        self.node = Node(
+            node_id,
+            transport=self,
+            rng=rng if rng is not None else random.Random(),
+            config=config,
+            address=self.advertise,
+            seeds=seeds,
+        )
+        self.on_delivery = on_delivery
+        self.deliveries: OrderedDict[int, Delivery] = OrderedDict()
+        self.send_errors = 0
+        self.oversized = 0
+        self._socket: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._addresses: dict[str, tuple[str, int] | None] = {}
+        self._memo_message: Envelope | None = None
+        self._memo_data = b""
+        self.closed = asyncio.Event()
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the socket and start the node."""
+        self._loop = asyncio.get_running_loop()
+        await self._loop.create_datagram_endpoint(lambda: self, local_addr=self.listen)
+        self.node.start(time.time())
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+
+    # -- asyncio.DatagramProtocol --------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self._socket = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._socket = None
+        self.closed.set()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP "port unreachable" from a dead peer and the like: UDP is lossy anyway.
+        self.send_errors += 1
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        host, port = str(addr[0]), int(str(addr[1]))
+        source = format_address(host, port)
+        node = self.node
+        try:
+            message = decode(data, message_bytes_max=node.config.message_bytes_max)
+            if message.kind in _CONTROL_KINDS:
+                self._on_control(message, host, (host, port))
+                return
+        except RemoteProtocolError as error:
+            node.note_rejected(error)
+            return
+        node.receive(message, source, time.time())
+
+    # -- Transport -----------------------------------------------------------
+
+    def send(self, source: int, peer: Peer, message: Envelope) -> None:
+        if message is not self._memo_message:
+            self._memo_data = encode(message)
+            self._memo_message = message
+        data = self._memo_data
+        if len(data) > self.node.config.message_bytes_max:
+            self.oversized += 1
+            return
+        destination = self._resolve(peer.address)
+        if destination is None or self._socket is None:
+            self.send_errors += 1
+            return
+        self._socket.sendto(data, destination)
+
+    def wake_at(self, node_id: int, when: float) -> None:
+        assert self._loop is not None, "start() the node before it runs timers"
+        self._loop.call_later(max(0.0, when - time.time()), self._wake)
+
+    def deliver(self, node_id: int, delivery: Delivery) -> None:
+        deliveries = self.deliveries
+        deliveries[delivery.message_id] = delivery
+        if len(deliveries) > DELIVERIES_KEPT_MAX:
+            deliveries.popitem(last=False)
+        if self.on_delivery is not None:
+            self.on_delivery(delivery)
+
+    # -- internals -----------------------------------------------------------
+
+    def _wake(self) -> None:
+        self.node.handle_timer(time.time())
+
+    def _resolve(self, address: str) -> tuple[str, int] | None:
+        cached = self._addresses.get(address, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        try:
+            resolved: tuple[str, int] | None = parse_address(address)
+        except GridmeshError:
+            resolved = None
+        if len(self._addresses) >= _ADDRESS_CACHE_MAX:
+            self._addresses.clear()
+        self._addresses[address] = resolved
+        return resolved
+
+    def _on_control(self, message: Envelope, host: str, reply_to: tuple[str, int]) -> None:
+        if message.kind is not Kind.CONTROL:
+            return  # a stray reply: nothing asked for it here
+        if not is_loopback(host):
+            raise MalformedMessage("control requests are accepted from loopback only")
+        try:
+            answer = self._control_answer(message.body)
+        except LocalProtocolError as error:
+            answer = {"ok": False, "error": str(error)}
+        reply = Envelope(
+            kind=Kind.CONTROL_REPLY,
+            message_id=message.message_id,
+            origin=self.node.node_id,
+            sender=self.node.node_id,
+            topic="",
+            created_us=int(time.time() * 1e6),
+            hops_left=0,
+            body=answer,
+        )
+        if self._socket is not None:
+            self._socket.sendto(encode(reply), reply_to)
+
+    def _control_answer(self, request: object) -> dict[str, object]:
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            raise LocalProtocolError("a control request is a map with a text 'op'")
+        op = request["op"]
+        node = self.node
+        if op == "status":
+            return {
+                "ok": True,
+                "node_id": node.node_id,
+                "address": self.advertise,
+                "members": node.membership.size_estimate() - 1,
+                "stats": node.stats(),
+            }
+        if op == "members":
+            return {
+                "ok": True,
+                "members": [[p.node_id, p.address] for p in node.membership.members()],
+            }
+        if op == "broadcast":
+            topic = request.get("topic", "BROADCAST")
+            if not isinstance(topic, str):
+                raise LocalProtocolError("broadcast takes a text topic")
+            message_id = node.broadcast(
+                request.get("payload"),
+                topic=topic,
+                now=time.time(),
+                fanout=_optional_int(request, "fanout"),
+                hops=_optional_int(request, "hops"),
+            )
+            log.info("broadcast message=%d topic=%s", message_id, topic)
+            return {"ok": True, "message_id": message_id, "created_us": int(time.time() * 1e6)}
+        if op == "delivered":
+            wanted = _optional_int(request, "message_id")
+            if wanted is None:
+                raise LocalProtocolError("delivered takes an integer message_id")
+            delivery = self.deliveries.get(wanted)
+            if delivery is None:
+                return {"ok": True, "delivered": False}
+            return {
+                "ok": True,
+                "delivered": True,
+                "latency_s": round(delivery.received_at - delivery.created_us / 1e6, 6),
+                "hops_left": delivery.hops_left,
+            }
+        raise LocalProtocolError(f"unknown control op {op!r}")
+
+
+def _optional_int(request: dict[str, object], key: str) -> int | None:
+    value = request.get(key)
+    if value is not None and type(value) is not int:
+        raise LocalProtocolError(f"control field {key!r} must be an integer")
+    return value

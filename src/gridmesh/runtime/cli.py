@@ -1,0 +1,377 @@
+"""Command-line commands that run real nodes: node, cluster, broadcast, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import secrets
+import signal
+import sys
+import tomllib
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from gridmesh.errors import ConfigError
+from gridmesh.node import NodeConfig
+from gridmesh.protocols import Delivery
+from gridmesh.runtime._address import format_address, parse_address
+from gridmesh.runtime._cluster import ClusterError, ProcessCluster
+from gridmesh.runtime._control import ControlClient, NodeUnreachable
+from gridmesh.runtime._udp import UdpNode
+
+__all__ = ["add_runtime_commands", "load_node_config", "run_async"]
+
+_T = TypeVar("_T")
+EXIT_FAILURE = 1
+
+
+def run_async(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``main`` on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = commands.add_parser("node", help="run one gridmesh node on a UDP port")
+    node.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to bind")
+    node.add_argument(
+        "--join", action="append", default=[], metavar="HOST:PORT", help="seed node (repeatable)"
+    )
+    node.add_argument("--id", type=int, default=None, help="node id (default: random 64-bit)")
+    node.add_argument("--advertise", metavar="HOST:PORT", help="address peers should use")
+    node.add_argument("--seed", type=int, default=None, help="seed the node's randomness")
+    node.add_argument("--config", type=Path, help="node configuration file (TOML)")
+    _add_tuning_flags(node)
+    node.add_argument("--quiet", action="store_true", help="do not log each delivery")
+    node.set_defaults(handler=_node)
+
+    cluster = commands.add_parser("cluster", help="start N node processes on this host")
+    cluster.add_argument("--nodes", type=int, required=True, help="how many node processes")
+    cluster.add_argument("--host", default="127.0.0.1")
+    cluster.add_argument("--base-port", type=int, default=None, help="default: free ports")
+    cluster.add_argument("--broadcast", metavar="PAYLOAD", help="broadcast this, report, exit")
+    cluster.add_argument("--topic", default="BROADCAST")
+    cluster.add_argument(
+        "--kill", type=int, default=0, metavar="K", help="then kill -9 K nodes and broadcast again"
+    )
+    cluster.add_argument("--log-dir", type=Path, default=None, help="keep each node's log here")
+    _add_tuning_flags(cluster)
+    cluster.set_defaults(handler=_cluster)
+
+    broadcast = commands.add_parser("broadcast", help="ask a running node to broadcast")
+    broadcast.add_argument("payload", metavar="PAYLOAD", help="JSON, or plain text")
+    broadcast.add_argument("--via", required=True, metavar="HOST:PORT", help="node to start at")
+    broadcast.add_argument("--topic", default="BROADCAST")
+    broadcast.add_argument("--fanout", type=int, default=None)
+    broadcast.add_argument("--hops", type=int, default=None)
+    broadcast.set_defaults(handler=_broadcast)
+
+    status = commands.add_parser("status", help="ask running nodes for their state")
+    status.add_argument(
+        "addresses", nargs="+", metavar="HOST:PORT", help="nodes; HOST:FIRST-LAST for a range"
+    )
+    status.add_argument("--message", type=int, default=None, help="did they deliver this id?")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=_status)
+
+
+def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fanout", type=int, default=None, help="gossip fanout f")
+    parser.add_argument("--hops", type=int, default=None, help="gossip hops r")
+    parser.add_argument("--exchange-interval", type=float, default=None, metavar="S")
+    parser.add_argument("--member-timeout", type=float, default=None, metavar="S")
+
+
+def load_node_config(path: Path | None, args: argparse.Namespace) -> NodeConfig:
+    """The node configuration: file (if any), then flags on top, all validated."""
+    raw: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(source, "(file)", "a readable TOML file", got=exc.strerror) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, "(syntax)", f"valid TOML ({exc})") from None
+    flags = {
+        ("gossip", "fanout"): args.fanout,
+        ("gossip", "hops"): args.hops,
+        ("membership", "exchange_interval_s"): args.exchange_interval,
+        ("membership", "member_timeout_s"): args.member_timeout,
+    }
+    for (section, field), value in flags.items():
+        if value is not None:
+            table = raw.setdefault(section, {})
+            if isinstance(table, dict):
+                table[field] = value
+    try:
+        return NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(source, field, first["msg"], got=first.get("input")) from None
+
+
+def _node(args: argparse.Namespace) -> int:
+    listen = parse_address(args.listen, field="--listen")
+    seeds = tuple(format_address(*parse_address(a, field="--join")) for a in args.join)
+    if args.advertise is not None:
+        parse_address(args.advertise, field="--advertise")
+    node_id = args.id if args.id is not None else secrets.randbits(63) + 1
+    if not 0 < node_id < 2**64:
+        raise ConfigError("command line", "--id", "an integer in 1..2**64-1", got=node_id)
+    config = load_node_config(args.config, args)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+        stream=sys.stdout,
+    )
+    log = logging.getLogger("gridmesh.node")
+
+    def on_delivery(delivery: Delivery) -> None:
+        log.info(
+            "delivered message=%d origin=%d topic=%s latency_ms=%.1f",
+            delivery.message_id,
+            delivery.origin,
+            delivery.topic,
+            (delivery.received_at - delivery.created_us / 1e6) * 1000,
+        )
+
+    async def serve() -> None:
+        udp = UdpNode(
+            node_id=node_id,
+            listen=listen,
+            config=config,
+            seeds=seeds,
+            advertise=args.advertise,
+            rng=random.Random(args.seed) if args.seed is not None else None,
+            on_delivery=on_delivery,
+        )
+        try:
+            await udp.start()
+        except OSError as exc:
+            raise ConfigError(
+                "command line",
+                "--listen",
+                "an address this host can bind",
+                got=f"{args.listen} ({exc.strerror})",
+            ) from None
+        log.warning("node %d listening on %s", node_id, udp.advertise)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        udp.close()
+        log.warning("node %d stopped: %s", node_id, json.dumps(udp.node.stats(), sort_keys=True))
+
+    run_async(serve())
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    if not 1 <= args.nodes <= 1000:
+        raise ConfigError("command line", "--nodes", "an integer in 1..1000", got=args.nodes)
+    if not 0 <= args.kill < args.nodes:
+        raise ConfigError(
+            "command line", "--kill", f"an integer in 0..{args.nodes - 1}", got=args.kill
+        )
+    node_args: list[str] = ["--quiet"]
+    for flag, value in (
+        ("--fanout", args.fanout),
+        ("--hops", args.hops),
+        ("--exchange-interval", args.exchange_interval),
+        ("--member-timeout", args.member_timeout),
+    ):
+        if value is not None:
+            node_args += [flag, str(value)]
+    load_node_config(None, args)  # validate the flags before starting anything
+    cluster = ProcessCluster(
+        args.nodes,
+        host=args.host,
+        base_port=args.base_port,
+        node_args=node_args,
+        log_dir=args.log_dir,
+    )
+    cluster.start()
+    try:
+        return run_async(_drive_cluster(cluster, args))
+    except ClusterError as error:
+        print(f"gridmesh: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        cluster.stop()
+
+
+async def _drive_cluster(cluster: ProcessCluster, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    client = await ControlClient.open(args.host if args.host != "0.0.0.0" else "127.0.0.1")
+    async with client:
+        await cluster.wait_formed(client)
+        console.print(f"cluster of {args.nodes} nodes formed; seed {cluster.seed_address}")
+        if args.broadcast is None:
+            for index, address in enumerate(cluster.addresses):
+                console.print(f"  node {index + 1}: {address}")
+            console.print(
+                "Ctrl-C stops the cluster. Try: gridmesh broadcast --via "
+                f"{cluster.seed_address} 'hello'"
+            )
+            await asyncio.Event().wait()
+            return 0
+        payload = _parse_payload(args.broadcast)
+        ok = await _broadcast_and_report(cluster, client, console, payload, args.topic)
+        if args.kill:
+            victims = random.Random().sample(range(1, args.nodes), args.kill)
+            cluster.kill(victims)
+            console.print(f"killed (kill -9) nodes {sorted(v + 1 for v in victims)}")
+            ok = await _broadcast_and_report(cluster, client, console, payload, args.topic) and ok
+        return 0 if ok else EXIT_FAILURE
+
+
+async def _broadcast_and_report(
+    cluster: ProcessCluster, client: ControlClient, console: Any, payload: object, topic: str
+) -> bool:
+    from rich.table import Table
+
+    message_id = await cluster.broadcast(client, payload, topic=topic)
+    received = await cluster.delivered(client, message_id, origin=0)
+    table = Table(title=f"message {message_id} from node 1")
+    table.add_column("node", justify="right")
+    table.add_column("address")
+    table.add_column("delivered")
+    table.add_column("latency", justify="right")
+    for index, latency in sorted(received.items()):
+        table.add_row(
+            str(index + 1),
+            cluster.addresses[index],
+            "yes" if latency is not None else "NO",
+            f"{latency * 1000:.1f} ms" if latency is not None else "-",
+        )
+    console.print(table)
+    reached = sum(1 for v in received.values() if v is not None)
+    console.print(f"{reached}/{len(received)} live nodes (besides the origin) received it")
+    return reached == len(received)
+
+
+def _parse_payload(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _broadcast(args: argparse.Namespace) -> int:
+    via = format_address(*parse_address(args.via, field="--via"))
+    body: dict[str, object] = {
+        "op": "broadcast",
+        "topic": args.topic,
+        "payload": _parse_payload(args.payload),
+    }
+    if args.fanout is not None:
+        body["fanout"] = args.fanout
+    if args.hops is not None:
+        body["hops"] = args.hops
+
+    async def ask() -> dict[str, object]:
+        async with await ControlClient.open() as client:
+            return await client.request(via, body)
+
+    try:
+        answer = run_async(ask())
+    except NodeUnreachable as error:
+        print(f"gridmesh: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not answer.get("ok"):
+        print(f"gridmesh: broadcast refused: {answer.get('error')}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(answer["message_id"])
+    return 0
+
+
+def _expand(addresses: list[str]) -> list[str]:
+    expanded: list[str] = []
+    for text in addresses:
+        host, _, ports = text.rpartition(":")
+        first, dash, last = ports.partition("-")
+        if dash and first.isdigit() and last.isdigit() and int(first) <= int(last):
+            if int(last) - int(first) >= 10_000:
+                raise ConfigError(
+                    "command line", "addresses", "a port range of at most 10,000", got=text
+                )
+            expanded += [
+                format_address(*parse_address(f"{host}:{p}"))
+                for p in range(int(first), int(last) + 1)
+            ]
+        else:
+            expanded.append(format_address(*parse_address(text, field="addresses")))
+    return expanded
+
+
+def _status(args: argparse.Namespace) -> int:
+    addresses = _expand(args.addresses)
+
+    async def ask() -> tuple[
+        dict[str, dict[str, object] | None], dict[str, dict[str, object] | None]
+    ]:
+        async with await ControlClient.open() as client:
+            status = await client.request_all(addresses, {"op": "status"})
+            delivered: dict[str, dict[str, object] | None] = {}
+            if args.message is not None:
+                delivered = await client.request_all(
+                    addresses, {"op": "delivered", "message_id": args.message}
+                )
+            return status, delivered
+
+    status, delivered = run_async(ask())
+    if args.json:
+        print(
+            json.dumps(
+                {a: {"status": status[a], "delivered": delivered.get(a)} for a in addresses},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for column in ("address", "node id", "members", "delivered", "duplicates", "rejected"):
+            table.add_column(column)
+        if args.message is not None:
+            table.add_column(f"got {args.message}")
+        for address in addresses:
+            answer = status[address]
+            if answer is None:
+                table.add_row(address, "unreachable")
+                continue
+            stats = answer.get("stats")
+            stats = stats if isinstance(stats, dict) else {}
+            rejected = sum(v for k, v in stats.items() if k.startswith("rejected_"))
+            row = [
+                address,
+                str(answer.get("node_id")),
+                str(answer.get("members")),
+                str(stats.get("delivered")),
+                str(stats.get("duplicates")),
+                str(rejected),
+            ]
+            if args.message is not None:
+                got = delivered.get(address)
+                row.append("yes" if got and got.get("delivered") else "no")
+            table.add_row(*row)
+        Console().print(table)
+    return 0 if all(a is not None for a in status.values()) else EXIT_FAILURE

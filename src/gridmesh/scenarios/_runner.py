@@ -1,0 +1,219 @@
+"""Run a scenario on the simulator and measure it.
+
+A run is a pure function of ``(scenario, seed, code version)``: every random
+choice below comes from ``Random`` streams derived from the seed, the report
+holds no wall-clock figure, and it is serialised with sorted keys — so the
+same inputs give byte-identical ``report.json`` files.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable
+from random import Random
+
+from gridmesh import __version__
+from gridmesh.node import Node
+from gridmesh.protocols import Delivery, Peer
+from gridmesh.protocols.membership import PeerDirectory
+from gridmesh.scenarios._report import percentiles, rounded
+from gridmesh.scenarios._schema import BroadcastSpec, Scenario
+from gridmesh.sim import Simulator
+
+__all__ = ["run_scenario"]
+
+
+class _BroadcastRecord:
+    """What happened to one scripted broadcast."""
+
+    __slots__ = ("at_s", "latency_s", "message_id", "origin", "spec")
+
+    def __init__(self, spec: BroadcastSpec, origin: int, node_count: int) -> None:
+        self.spec = spec
+        self.origin = origin
+        self.at_s = spec.at_s
+        self.message_id: int | None = None
+        # latency_s[node_id] is NaN until that node delivers the message.
+        self.latency_s = array("d", [math.nan]) * (node_count + 1)
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, object]:
+    """Simulate ``scenario``; returns the report (see docs/SCENARIOS.md for its fields)."""
+    seed = scenario.simulation.seed if seed is None else seed
+    config = scenario.node
+    node_count = scenario.node_count
+    sim = Simulator(
+        seed=seed,
+        network=scenario.network,
+        wire_fidelity=scenario.simulation.wire_fidelity,
+        message_bytes_max=config.message_bytes_max,
+    )
+    make = _node_factory(scenario, sim)
+    sim.add_nodes(node_count, make)
+
+    records = [_BroadcastRecord(b, scenario.origin_id(b), node_count) for b in scenario.broadcast]
+    by_message: dict[int, _BroadcastRecord] = {}
+    _schedule_broadcasts(sim, records, by_message)
+    _schedule_faults(scenario, sim, seed, origins={r.origin for r in records})
+
+    def on_deliver(node_id: int, delivery: Delivery) -> None:
+        record = by_message.get(delivery.message_id)
+        if record is not None and delivery.origin == record.origin:
+            record.latency_s[node_id] = delivery.received_at - record.at_s
+
+    sim.on_deliver = on_deliver
+    sim.run(scenario.simulation.duration_s, progress)
+    return _report(scenario, sim, seed, records)
+
+
+def _node_factory(scenario: Scenario, sim: Simulator) -> Callable[[int], Node]:
+    config = scenario.node
+    if config.membership.exchange_interval_s == 0:
+        # Static full membership: one shared directory serves every node.
+        directory = PeerDirectory(
+            Peer(node_id, str(node_id)) for node_id in range(1, scenario.node_count + 1)
+        )
+
+        def make_static(node_id: int) -> Node:
+            return Node(
+                node_id,
+                transport=sim,
+                rng=sim.node_rng,
+                config=config,
+                address=sim.address_of(node_id),
+                directory=directory,
+            )
+
+        return make_static
+    seeds = ("1",)  # gossiped membership: everyone joins through node 1
+
+    def make_joining(node_id: int) -> Node:
+        return Node(
+            node_id,
+            transport=sim,
+            rng=sim.node_rng,
+            config=config,
+            address=sim.address_of(node_id),
+            seeds=seeds,
+        )
+
+    return make_joining
+
+
+def _schedule_broadcasts(
+    sim: Simulator, records: list[_BroadcastRecord], by_message: dict[int, _BroadcastRecord]
+) -> None:
+    for record in records:
+
+        def fire(now: float, record: _BroadcastRecord = record) -> None:
+            node = sim.node(record.origin)
+            if node is None:  # the origin is down: nothing is sent
+                return
+            spec = record.spec
+            record.message_id = node.broadcast(
+                spec.payload, topic=spec.topic, now=now, fanout=spec.fanout, hops=spec.hops
+            )
+            by_message[record.message_id] = record
+
+        sim.schedule(record.at_s, fire)
+
+
+def _schedule_faults(scenario: Scenario, sim: Simulator, seed: int, origins: set[int]) -> None:
+    rng = Random(f"gridmesh-scenario:{seed}")
+    for crashed in scenario.faults.crashed:
+        candidates = [i for i in scenario.role_ids(crashed.role) if i not in origins]
+        chosen = rng.sample(candidates, round(crashed.fraction * len(candidates)))
+        for node_id in sorted(chosen):
+            sim.crash(node_id, crashed.at_s)
+            if crashed.recover_s is not None:
+                sim.recover(node_id, crashed.recover_s)
+    for crash in scenario.faults.crashes:
+        sim.crash(crash.node, crash.at_s)
+        if crash.recover_s is not None:
+            sim.recover(crash.node, crash.recover_s)
+    for partition in scenario.faults.partitions:
+        order = list(range(scenario.node_count))
+        rng.shuffle(order)
+        group_of = [0] * scenario.node_count
+        start = 0.0
+        for group, fraction in enumerate(partition.fractions):
+            end = start + fraction * scenario.node_count
+            for index in order[round(start) : round(end)]:
+                group_of[index] = group
+            start = end
+        sim.partition(partition.start_s, partition.heal_s, group_of)
+
+
+def _report(
+    scenario: Scenario, sim: Simulator, seed: int, records: list[_BroadcastRecord]
+) -> dict[str, object]:
+    node_count = scenario.node_count
+    live = [node_id for node_id in range(1, node_count + 1) if sim.is_up(node_id)]
+    per_broadcast: list[dict[str, object]] = []
+    all_latencies: list[float] = []
+    delivered_total = 0
+    targets_total = 0
+    for record in records:
+        latency = record.latency_s
+        targets = [node_id for node_id in live if node_id != record.origin]
+        reached = [latency[node_id] for node_id in targets if not math.isnan(latency[node_id])]
+        delivered_total += len(reached)
+        targets_total += len(targets)
+        all_latencies.extend(reached)
+        per_broadcast.append(
+            {
+                "at_s": record.at_s,
+                "origin": record.origin,
+                "topic": record.spec.topic,
+                "sent": record.message_id is not None,
+                "targets": len(targets),
+                "delivered": len(reached),
+                "delivery_ratio": rounded(len(reached) / len(targets)) if targets else None,
+                "latency_s": percentiles(reached),
+            }
+        )
+    live_nodes = [node for node in (sim.node(i) for i in live) if node is not None]
+    duplicates = sum(node.gossip.duplicates for node in live_nodes)
+    deliveries = sum(node.gossip.delivered for node in live_nodes)
+    rejected: dict[str, int] = {}
+    for node in live_nodes:
+        for reason, count in (node.rejected or {}).items():
+            rejected[reason] = rejected.get(reason, 0) + count
+    sent = sim.sent_by_node
+    origins = sorted({record.origin for record in records})
+    return {
+        "scenario": scenario.name,
+        "gridmesh_version": __version__,
+        "seed": seed,
+        "duration_s": scenario.simulation.duration_s,
+        "wire_fidelity": scenario.simulation.wire_fidelity,
+        "nodes": node_count,
+        "live_nodes": len(live),
+        "broadcasts": len(records),
+        "delivered": delivered_total,
+        "delivery_ratio": rounded(delivered_total / targets_total) if targets_total else None,
+        "latency_s": percentiles(all_latencies),
+        "messages_sent": sim.messages_sent,
+        "bytes_sent": sim.bytes_sent,
+        "messages_per_node": {"mean": rounded(sim.messages_sent / node_count), "max": max(sent)},
+        "origin_messages_sent": sum(sent[origin - 1] for origin in origins),
+        "duplicates": duplicates,
+        "duplicates_per_delivery": rounded(duplicates / deliveries) if deliveries else None,
+        "rejected": dict(sorted(rejected.items())),
+        "network": {
+            "delivered": sim.messages_delivered,
+            "lost": sim.messages_lost,
+            "partitioned": sim.messages_partitioned,
+            "to_down_nodes": sim.messages_to_down_nodes,
+            "oversized": sim.messages_oversized,
+            "unroutable": sim.messages_unroutable,
+        },
+        "events": sim.events_processed,
+        "per_broadcast": per_broadcast,
+    }

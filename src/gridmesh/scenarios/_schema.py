@@ -1,0 +1,203 @@
+"""Scenario files: TOML, validated field by field with errors a user can act on."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gridmesh.errors import ConfigError
+from gridmesh.node import NodeConfig
+from gridmesh.sim import NetworkConfig
+from gridmesh.wire import TOPIC_BYTES_MAX
+
+__all__ = [
+    "BroadcastSpec",
+    "CrashSpec",
+    "CrashedFractionSpec",
+    "FaultsSpec",
+    "PartitionSpec",
+    "RoleSpec",
+    "Scenario",
+    "SimulationSpec",
+    "load_scenario",
+    "parse_scenario",
+]
+
+NODES_MAX = 10_000_000
+_TIME_S_MAX = 30 * 86_400.0
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RoleSpec(_Spec):
+    """A group of nodes with one role; ids are given in file order, from 1."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
+    count: int = Field(ge=1, le=NODES_MAX)
+
+
+class SimulationSpec(_Spec):
+    duration_s: float = Field(default=30.0, gt=0.0, le=_TIME_S_MAX)
+    seed: int = Field(default=1, ge=0, le=2**63 - 1)
+    wire_fidelity: bool = Field(
+        default=False, description="encode and decode every simulated message"
+    )
+
+
+class CrashedFractionSpec(_Spec):
+    """Crash a random fraction of one role's nodes (never a broadcast origin)."""
+
+    role: str
+    fraction: float = Field(ge=0.0, le=1.0)
+    at_s: float = Field(default=0.0, ge=0.0, le=_TIME_S_MAX)
+    recover_s: float | None = Field(default=None, ge=0.0, le=_TIME_S_MAX)
+
+    @model_validator(mode="after")
+    def _recover_after_crash(self) -> CrashedFractionSpec:
+        if self.recover_s is not None and self.recover_s <= self.at_s:
+            raise ValueError("recover_s must be later than at_s")
+        return self
+
+
+class CrashSpec(_Spec):
+    """Crash one node (and optionally restart it with fresh state)."""
+
+    node: int = Field(ge=1, le=NODES_MAX)
+    at_s: float = Field(ge=0.0, le=_TIME_S_MAX)
+    recover_s: float | None = Field(default=None, ge=0.0, le=_TIME_S_MAX)
+
+    @model_validator(mode="after")
+    def _recover_after_crash(self) -> CrashSpec:
+        if self.recover_s is not None and self.recover_s <= self.at_s:
+            raise ValueError("recover_s must be later than at_s")
+        return self
+
+
+class PartitionSpec(_Spec):
+    """Split the nodes at random into groups of the given fractions, then heal."""
+
+    start_s: float = Field(ge=0.0, le=_TIME_S_MAX)
+    heal_s: float = Field(ge=0.0, le=_TIME_S_MAX)
+    fractions: list[float] = Field(min_length=2, max_length=64)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PartitionSpec:
+        if self.heal_s < self.start_s:
+            raise ValueError("heal_s must not be earlier than start_s")
+        if any(not 0.0 < f <= 1.0 for f in self.fractions):
+            raise ValueError("every fraction must be in (0, 1]")
+        if abs(sum(self.fractions) - 1.0) > 1e-9:
+            raise ValueError("fractions must add up to 1")
+        return self
+
+
+class FaultsSpec(_Spec):
+    crashed: list[CrashedFractionSpec] = Field(default_factory=list, max_length=1000)
+    crashes: list[CrashSpec] = Field(default_factory=list, max_length=100_000)
+    partitions: list[PartitionSpec] = Field(default_factory=list, max_length=1000)
+
+
+class BroadcastSpec(_Spec):
+    """One message disseminated by push gossip from ``origin``."""
+
+    at_s: float = Field(ge=0.0, le=_TIME_S_MAX)
+    origin: str | int = Field(description="a role name (its first node) or a node id")
+    topic: str = Field(min_length=1, max_length=TOPIC_BYTES_MAX)
+    payload: Any = None
+    fanout: int | None = Field(default=None, ge=1, le=64)
+    hops: int | None = Field(default=None, ge=1, le=64)
+
+
+class Scenario(_Spec):
+    """A whole simulated run."""
+
+    name: str = Field(min_length=1, max_length=128)
+    description: str = ""
+    simulation: SimulationSpec = SimulationSpec()
+    roles: list[RoleSpec] = Field(min_length=1, max_length=1000)
+    node: NodeConfig = NodeConfig()
+    network: NetworkConfig = NetworkConfig()
+    faults: FaultsSpec = FaultsSpec()
+    broadcast: list[BroadcastSpec] = Field(default_factory=list, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Scenario:
+        names = [role.name for role in self.roles]
+        if len(set(names)) != len(names):
+            raise ValueError("role names must be unique")
+        total = self.node_count
+        if total > NODES_MAX:
+            raise ValueError(f"at most {NODES_MAX} nodes in all")
+        for crashed in self.faults.crashed:
+            if crashed.role not in names:
+                raise ValueError(f"faults.crashed names unknown role {crashed.role!r}")
+        for crash in self.faults.crashes:
+            if crash.node > total:
+                raise ValueError(f"faults.crashes names node {crash.node}; there are {total}")
+        for spec in self.broadcast:
+            self.origin_id(spec)  # raises ValueError when it does not resolve
+            if spec.at_s > self.simulation.duration_s:
+                raise ValueError(f"broadcast at_s={spec.at_s} is after the end of the run")
+        return self
+
+    @property
+    def node_count(self) -> int:
+        return sum(role.count for role in self.roles)
+
+    def role_ids(self, name: str) -> range:
+        first = 1
+        for role in self.roles:
+            if role.name == name:
+                return range(first, first + role.count)
+            first += role.count
+        raise ValueError(f"unknown role {name!r}")
+
+    def origin_id(self, spec: BroadcastSpec) -> int:
+        if isinstance(spec.origin, int):
+            if not 1 <= spec.origin <= self.node_count:
+                raise ValueError(f"broadcast origin {spec.origin} is not a node id")
+            return spec.origin
+        return self.role_ids(spec.origin)[0]
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario file; raises ``ConfigError`` naming file and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", "a readable TOML file", got=exc.strerror) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "(file)", "UTF-8 text") from None
+    return parse_scenario(text, source=str(path))
+
+
+def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(syntax)", f"valid TOML ({exc})") from None
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(source, exc) from None
+
+
+def _config_error(source: str, exc: ValidationError) -> ConfigError:
+    first = exc.errors(include_url=False)[0]
+    location = [str(part) for part in first["loc"]]
+    field = ".".join(location) if location else "(scenario)"
+    expected = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        expected = "no such field (check the spelling; see docs/SCENARIOS.md)"
+    more = exc.error_count() - 1
+    if more:
+        expected += f" (and {more} more problem{'s' if more > 1 else ''})"
+    got = first.get("input") if first["type"] not in {"missing", "model_type"} else None
+    if isinstance(got, dict | list):
+        got = None
+    return ConfigError(source, field, expected, got=got)

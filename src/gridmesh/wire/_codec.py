@@ -1,0 +1,199 @@
+"""Envelope <-> bytes, as CBOR (RFC 8949).
+
+Theory of operation
+-------------------
+An envelope is encoded as one CBOR array of ten items, in this order::
+
+    [version, kind, message_id, origin, sender, topic, created_us,
+     hops_left, body, auth]
+
+Decoding is strict, because every byte comes from a peer that may be broken
+or hostile:
+
+1. the size is checked against ``message_bytes_max`` *before* parsing, which
+   bounds every allocation the parser can make;
+2. the CBOR parser runs with indefinite-length items, duplicate map keys and
+   non-text map keys refused, nesting bounded, and **every tag refused** (tags
+   would let a peer build dates, decimals, shared references or cycles);
+3. exactly one item must fill the buffer: trailing bytes are an error;
+4. each field is type- and range-checked, and the body is walked to prove it
+   is plain data (see ``_envelope``), with a visit budget so a hostile body
+   costs at most linear time.
+
+Whatever goes wrong, the only exception that leaves ``decode`` is a
+``RemoteProtocolError`` subclass. ``encode`` refuses local values that a
+strict peer would refuse, raising ``LocalProtocolError``.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cbor2
+
+from gridmesh.errors import (
+    LocalProtocolError,
+    MalformedMessage,
+    MessageTooLarge,
+    UnsupportedVersion,
+)
+from gridmesh.wire._envelope import (
+    AUTH_BYTES_MAX,
+    BODY_DEPTH_MAX,
+    HOPS_MAX,
+    MESSAGE_BYTES_MAX,
+    TOPIC_BYTES_MAX,
+    UINT64_MAX,
+    WIRE_VERSION,
+    Envelope,
+    Kind,
+)
+
+__all__ = ["check_plain", "decode", "encode"]
+
+_FIELD_COUNT = 10
+# Tags cbor2 decodes itself (dates, bignums, decimals, regexes, shared values,
+# sets, IP addresses, self-describe ...). Others reach the tag hook.
+_SEMANTIC_TAGS = (
+    *(0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261),
+    *(262, 263, 264, 265, 266, 267, 268, 269, 270, 271, 272, 1004, 1040, 43000, 55799),
+)
+_KINDS = {int(kind): kind for kind in Kind}
+
+
+def _refuse_semantic_tag(value: object, immutable: bool) -> object:
+    raise cbor2.CBORDecodeError("CBOR tags are not allowed in gridmesh messages")
+
+
+def _refuse_tag(decoder: object, tag: object) -> object:
+    raise cbor2.CBORDecodeError("CBOR tags are not allowed in gridmesh messages")
+
+
+_REFUSE_SEMANTIC = dict.fromkeys(_SEMANTIC_TAGS, _refuse_semantic_tag)
+# Errors the parser is known to raise on hostile input besides its own.
+_PARSER_ERRORS = (
+    cbor2.CBORDecodeError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    RecursionError,
+    MemoryError,
+    UnicodeError,
+)
+
+
+def encode(message: Envelope) -> bytes:
+    """Encode ``message``; raises ``LocalProtocolError`` for values a peer would refuse."""
+    try:
+        return cbor2.dumps(
+            [
+                message.version,
+                int(message.kind),
+                message.message_id,
+                message.origin,
+                message.sender,
+                message.topic,
+                message.created_us,
+                message.hops_left,
+                message.body,
+                message.auth,
+            ]
+        )
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise LocalProtocolError(f"message cannot be encoded: {exc}") from exc
+
+
+def decode(data: bytes, *, message_bytes_max: int = MESSAGE_BYTES_MAX) -> Envelope:
+    """Decode one message; any problem raises a ``RemoteProtocolError``."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedMessage(f"expected bytes, got {type(data).__name__}")
+    size = len(data)
+    if size > message_bytes_max:
+        raise MessageTooLarge(size, message_bytes_max)
+    if size == 0:
+        raise MalformedMessage("empty message")
+    buffer = io.BytesIO(data)
+    try:
+        item = cbor2.CBORDecoder(
+            buffer,
+            tag_hook=_refuse_tag,
+            semantic_decoders=_REFUSE_SEMANTIC,
+            max_depth=BODY_DEPTH_MAX + 2,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+        ).decode()
+    except _PARSER_ERRORS as exc:
+        raise MalformedMessage(f"not well-formed CBOR: {exc}") from None
+    if buffer.tell() != size:
+        raise MalformedMessage(f"{size - buffer.tell()} trailing bytes after the message")
+    return _envelope_from_item(item, size)
+
+
+def _envelope_from_item(item: object, size: int) -> Envelope:
+    if type(item) is not list:
+        raise MalformedMessage(f"expected an array, got {type(item).__name__}")
+    if len(item) != _FIELD_COUNT:
+        raise MalformedMessage(f"expected {_FIELD_COUNT} fields, got {len(item)}")
+    version, kind, message_id, origin, sender, topic, created_us, hops_left, body, auth = item
+    if version != WIRE_VERSION or type(version) is not int:
+        raise UnsupportedVersion(version)
+    if type(kind) is not int or kind not in _KINDS:
+        raise MalformedMessage(f"unknown message kind {kind!r}", field="kind")
+    _check_uint64(message_id, "message_id")
+    _check_uint64(origin, "origin")
+    _check_uint64(sender, "sender")
+    _check_uint64(created_us, "created_us")
+    if type(topic) is not str:
+        raise MalformedMessage("expected text", field="topic")
+    if len(topic) > TOPIC_BYTES_MAX or len(topic.encode()) > TOPIC_BYTES_MAX:
+        raise MalformedMessage(f"longer than {TOPIC_BYTES_MAX} bytes", field="topic")
+    if type(hops_left) is not int or not 0 <= hops_left <= HOPS_MAX:
+        raise MalformedMessage(f"expected an integer in 0..{HOPS_MAX}", field="hops_left")
+    if auth is not None and (type(auth) is not bytes or len(auth) > AUTH_BYTES_MAX):
+        raise MalformedMessage(f"expected null or at most {AUTH_BYTES_MAX} bytes", field="auth")
+    try:
+        check_plain(body, visits_max=size)
+    except LocalProtocolError as exc:
+        raise MalformedMessage(str(exc), field="body") from None
+    return Envelope(
+        _KINDS[kind], message_id, origin, sender, topic, created_us, hops_left, body, auth, version
+    )
+
+
+def _check_uint64(value: object, field: str) -> None:
+    if type(value) is not int or not 0 <= value <= UINT64_MAX:
+        raise MalformedMessage("expected an unsigned 64-bit integer", field=field)
+
+
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def check_plain(value: object, *, visits_max: int = 1_000_000) -> None:
+    """Raise ``LocalProtocolError`` unless ``value`` is plain data (see ``_envelope``)."""
+    budget = [visits_max]
+    _walk(value, BODY_DEPTH_MAX, budget)
+
+
+def _walk(value: object, depth_left: int, budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise LocalProtocolError("body has too many items")
+    kind = type(value)
+    if kind in _SCALARS:
+        if kind is int and not -UINT64_MAX - 1 <= value <= UINT64_MAX:  # type: ignore[operator]
+            raise LocalProtocolError("integers must fit in 64 bits")
+        return
+    if depth_left <= 0:
+        raise LocalProtocolError(f"body nested deeper than {BODY_DEPTH_MAX}")
+    if kind is list or kind is tuple:
+        for element in value:  # type: ignore[attr-defined]
+            _walk(element, depth_left - 1, budget)
+        return
+    if kind is dict:
+        for key, element in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise LocalProtocolError("map keys must be text")
+            _walk(element, depth_left - 1, budget)
+        return
+    raise LocalProtocolError(f"{kind.__name__} is not plain data")

@@ -1,0 +1,95 @@
+"""The message envelope every gridmesh message travels in.
+
+Theory of operation
+-------------------
+An envelope has two kinds of fields:
+
+* **end-to-end fields**, fixed by the origin and never changed by a relay:
+  ``version``, ``kind``, ``message_id``, ``origin``, ``topic``, ``created_us``
+  and ``body``. The signature (``auth``, filled by the security layer) will
+  cover exactly these.
+* **per-hop fields**, rewritten by every relay: ``sender`` (the node that sent
+  this copy, so a receiver knows its neighbour) and ``hops_left`` (how many
+  more times the message may be relayed). ``hops_left`` only ever decreases
+  and is bounded by ``HOPS_MAX``, so a relay cannot extend a message's life.
+
+``message_id`` is a 64-bit number the origin draws from its seeded random
+source; together with ``origin`` it names the message for duplicate
+suppression. ``created_us`` is the origin's clock in microseconds (the Unix
+epoch on real nodes, virtual time in the simulator).
+
+``body`` is protocol-specific and must be *plain data*: ``None``, ``bool``,
+``int``, ``float``, ``str``, ``bytes``, lists, and maps with text keys, nested
+at most ``BODY_DEPTH_MAX`` deep. Plain data is what CBOR carries without tags,
+so no code, no object graph and no shared references travel on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = [
+    "ADDRESS_BYTES_MAX",
+    "AUTH_BYTES_MAX",
+    "BODY_DEPTH_MAX",
+    "HOPS_MAX",
+    "MESSAGE_BYTES_MAX",
+    "TOPIC_BYTES_MAX",
+    "UINT64_MAX",
+    "WIRE_VERSION",
+    "Envelope",
+    "Kind",
+]
+
+WIRE_VERSION = 1
+#: Default upper bound on an encoded message; fits one IPv4 UDP datagram.
+MESSAGE_BYTES_MAX = 65_000
+TOPIC_BYTES_MAX = 1024
+AUTH_BYTES_MAX = 4096
+ADDRESS_BYTES_MAX = 255
+BODY_DEPTH_MAX = 16
+HOPS_MAX = 64
+UINT64_MAX = 2**64 - 1
+
+
+class Kind(IntEnum):
+    """What an envelope carries; decides which protocol handles it."""
+
+    GOSSIP = 1  # dissemination: [fanout, payload]
+    JOIN = 2  # membership: [advertised_address]
+    MEMBERS = 3  # membership: [reply_wanted, [[node_id, address, heartbeat], ...]]
+    CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
+    CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One gridmesh message. The same type is sent and received."""
+
+    kind: Kind
+    message_id: int
+    origin: int
+    sender: int
+    topic: str
+    created_us: int
+    hops_left: int
+    body: object
+    auth: bytes | None = None
+    version: int = WIRE_VERSION
+
+    def relayed(self, sender: int, hops_left: int) -> Envelope:
+        """This message as a relay forwards it: new per-hop fields, the rest unchanged."""
+        assert 0 <= hops_left < self.hops_left or self.hops_left == 0
+        return Envelope(
+            self.kind,
+            self.message_id,
+            self.origin,
+            sender,
+            self.topic,
+            self.created_us,
+            hops_left,
+            self.body,
+            self.auth,
+            self.version,
+        )
