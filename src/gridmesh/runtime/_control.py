@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterable
+from typing import cast
 
 from gridmesh.errors import GridmeshError, RemoteProtocolError
 from gridmesh.runtime._address import parse_address
@@ -48,8 +49,8 @@ class ControlClient(asyncio.DatagramProtocol):
         self.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._socket = transport
+        # uvloop's UDP transport implements DatagramTransport without subclassing it.
+        self._socket = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         try:

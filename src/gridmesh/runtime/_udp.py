@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import cast
 
 from gridmesh.errors import GridmeshError, LocalProtocolError, MalformedMessage, RemoteProtocolError
 from gridmesh.node import Node, NodeConfig
@@ -39,6 +41,7 @@ log = logging.getLogger("gridmesh.node")
 #: How many recent deliveries a node remembers for "did you deliver X?" queries.
 DELIVERIES_KEPT_MAX = 10_000
 _ADDRESS_CACHE_MAX = 100_000
+_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 _CONTROL_KINDS = (Kind.CONTROL, Kind.CONTROL_REPLY)
 
 
@@ -80,9 +83,14 @@ class UdpNode(asyncio.DatagramProtocol):
     # -- life cycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the socket and start the node."""
+        """Bind the socket and start the node; raises ``OSError`` if it cannot bind."""
         self._loop = asyncio.get_running_loop()
-        await self._loop.create_datagram_endpoint(lambda: self, local_addr=self.listen)
+        sock = _bound_socket(self.listen)
+        try:
+            await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         self.node.start(time.time())
 
     def close(self) -> None:
@@ -92,8 +100,8 @@ class UdpNode(asyncio.DatagramProtocol):
     # -- asyncio.DatagramProtocol --------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._socket = transport
+        # uvloop's UDP transport implements DatagramTransport without subclassing it.
+        self._socket = cast(asyncio.DatagramTransport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._socket = None
@@ -230,6 +238,25 @@ class UdpNode(asyncio.DatagramProtocol):
                 "hops_left": delivery.hops_left,
             }
         raise LocalProtocolError(f"unknown control op {op!r}")
+
+
+def _bound_socket(listen: tuple[str, int]) -> socket.socket:
+    """A non-blocking UDP socket bound to ``listen``.
+
+    Binding here, before the event loop sees the socket, keeps a failed bind a
+    plain ``OSError`` (uvloop leaks its transport when its own bind fails).
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(*listen, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Bursts of gossip arrive together; a larger buffer drops fewer of them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER_BYTES)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _optional_int(request: dict[str, object], key: str) -> int | None:

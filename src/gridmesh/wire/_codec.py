@@ -59,6 +59,7 @@ _SEMANTIC_TAGS = (
     *(262, 263, 264, 265, 266, 267, 268, 269, 270, 271, 272, 1004, 1040, 43000, 55799),
 )
 _KINDS = {int(kind): kind for kind in Kind}
+_SCALARS = (type(None), bool, int, float, str, bytes)
 
 
 def _refuse_semantic_tag(value: object, immutable: bool) -> object:
@@ -84,6 +85,7 @@ _PARSER_ERRORS = (
 
 def encode(message: Envelope) -> bytes:
     """Encode ``message``; raises ``LocalProtocolError`` for values a peer would refuse."""
+    check_plain(message.body)
     try:
         return cbor2.dumps(
             [
@@ -164,9 +166,6 @@ def _envelope_from_item(item: object, size: int) -> Envelope:
 def _check_uint64(value: object, field: str) -> None:
     if type(value) is not int or not 0 <= value <= UINT64_MAX:
         raise MalformedMessage("expected an unsigned 64-bit integer", field=field)
-
-
-_SCALARS = (type(None), bool, int, float, str, bytes)
 
 
 def check_plain(value: object, *, visits_max: int = 1_000_000) -> None:
