@@ -54,9 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(handler=_simulate)
 
+    from gridmesh.plan.cli import add_plan_commands
     from gridmesh.runtime.cli import add_runtime_commands
 
     add_runtime_commands(commands)
+    add_plan_commands(commands)
     return parser
 
 
