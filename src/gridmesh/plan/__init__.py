@@ -61,6 +61,7 @@ from gridmesh.plan._presets import (
     resolve_technologies,
 )
 from gridmesh.plan._printed import PrintedCount
+from gridmesh.plan._records import format_bandwidth, format_coverage
 from gridmesh.plan._units import (
     Conventions,
     CountRounding,
@@ -68,6 +69,7 @@ from gridmesh.plan._units import (
     MegabyteUnit,
     SubsystemAverage,
     SubsystemRounding,
+    format_fixed,
     paper_conventions,
 )
 from gridmesh.plan._wire import COSE_SIGN1_EDDSA_BYTES, DEFAULT_TOPIC, WireSize, measure_wire_size
@@ -107,6 +109,9 @@ __all__ = [
     "compare_peers",
     "compare_regions",
     "default_fanout",
+    "format_bandwidth",
+    "format_coverage",
+    "format_fixed",
     "gossip_load",
     "load_plan_file",
     "measure_wire_size",

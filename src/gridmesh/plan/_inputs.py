@@ -35,7 +35,6 @@ from gridmesh.protocols.dissemination import FANOUT_MAX
 from gridmesh.wire import AUTH_BYTES_MAX, TOPIC_BYTES_MAX
 
 __all__ = [
-    "BANDWIDTH",
     "BANDWIDTH_MBPS_MAX",
     "CUSTOMERS_MAX",
     "FANOUT",
@@ -48,15 +47,9 @@ __all__ = [
     "SIGNATURE_BYTES",
     "TECHNOLOGIES_MAX",
     "TOPIC",
-    "Bandwidth",
-    "Fanout",
     "GossipSpec",
-    "MessageBytes",
-    "MessageRate",
     "PlanSpec",
     "Region",
-    "RegionCustomers",
-    "SignatureBytes",
     "Technology",
     "TrafficSpec",
     "UnitsSpec",
@@ -89,7 +82,6 @@ Fanout = Annotated[int, Field(ge=1, le=FANOUT_MAX)]
 RegionCustomers = Annotated[int, Field(ge=1, le=CUSTOMERS_MAX)]
 Topic = Annotated[str, Field(min_length=1, max_length=TOPIC_BYTES_MAX)]
 
-BANDWIDTH: TypeAdapter[float] = TypeAdapter(Bandwidth)
 MESSAGE_BYTES: TypeAdapter[int] = TypeAdapter(MessageBytes)
 MESSAGE_RATE: TypeAdapter[float] = TypeAdapter(MessageRate)
 SIGNATURE_BYTES: TypeAdapter[int] = TypeAdapter(SignatureBytes)

@@ -69,7 +69,8 @@ class PlanContext:
                 "topic": None if wire is None else wire.topic,
             },
             "gossip": {
-                "fanout": self.fanout if self.fanout is not None else "ceil(ln n + 1)",
+                "fanout": self.fanout,  # null: each row's default_fanout(n)
+                "default_fanout": "ceil(ln n + 1)",
             },
         }
 
