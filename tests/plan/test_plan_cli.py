@@ -93,7 +93,7 @@ def test_the_table_states_its_conventions(capsys: pytest.CaptureFixture[str]) ->
 
 def test_flags_change_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(
-        capsys, "peers", "--link", "lte:150:50", "--shared-link", "mesh:300",
+        capsys, "peers", "--link", "lte:150:50:5000", "--shared-link", "mesh:300",
         "--message-bytes", "1000", "--per-second", "2", "--fanout", "4", "--format", "json",
     )  # fmt: skip
     assert status == 0
@@ -102,6 +102,7 @@ def test_flags_change_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     # 150e6 / 16000 = 9375, 50e6 / 16000 = 3125; 300e6 / 16000 = 18750 in one channel
     assert (lte["publishers_max"], lte["subscribers_max"]) == (9375, 3125)
     assert (mesh["publishers_max"], mesh["shared_channel"]) == (18750, True)
+    assert (lte["coverage"], mesh["coverage"]) == ("5 km", "")
     # 4 * 9375 * 2 * 8000 = 600,000,000 bit/s
     assert lte["gossip_node_bits_per_second"] == 600_000_000
     assert plan["gossip"]["fanout"] == 4
@@ -127,6 +128,8 @@ def test_gridmesh_overhead_is_in_the_json_traffic(capsys: pytest.CaptureFixture[
         (["peers", "--link", "dsl-x:5:-1"], "--link upload_mbps", "greater than 0 (Mbps)"),
         (["peers", "--shared-link", "w:0"], "--shared-link download_mbps", "greater than 0"),
         (["peers", "--link", "lte:150"], "--link", "NAME:DOWN:UP"),
+        (["peers", "--link", "lte:150:50:5:5"], "--link", "NAME:DOWN:UP[:COVERAGE_M]"),
+        (["peers", "--shared-link", "w:100:-1"], "--shared-link coverage_m", "greater than 0"),
         (["peers", "--message-bytes", "0"], "--message-bytes", "at least 1 (bytes)"),
         (["customers", "--message-bytes", "lots"], "--message-bytes", "valid integer"),
         (["peers", "--tech", "fibre-1g"], "--tech", "did you mean 'fiber-1g'"),

@@ -14,7 +14,7 @@ from gridmesh.plan._compare import (
     compare_regions,
 )
 from gridmesh.plan._records import PlanContext, format_bandwidth, format_coverage
-from gridmesh.plan._units import CountRounding, MegabitUnit, format_fixed
+from gridmesh.plan._units import CountRounding, MegabitUnit, MegabyteUnit, format_fixed
 
 __all__ = ["customers_table", "peers_table", "subsystems_table"]
 
@@ -36,7 +36,7 @@ def _caption(context: PlanContext) -> str:
     megabit = "10^6" if conventions.megabit is MegabitUnit.DECIMAL else "2^20"
     lines = [f"{size}, {per} per sender; Mbps = {megabit} bit/s"]
     if context.command == "subsystems":
-        megabyte = "10^6" if conventions.megabyte.value == "decimal" else "2^20"
+        megabyte = "10^6" if conventions.megabyte is MegabyteUnit.DECIMAL else "2^20"
         lines.append(
             f"MBytes = {megabyte} bytes; subsystems = {conventions.subsystem_rounding.value}"
             f" of the {conventions.subsystem_average.value} over the technologies"

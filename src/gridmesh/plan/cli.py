@@ -148,14 +148,14 @@ def _add_common_flags(parser: argparse.ArgumentParser, command: str) -> None:
         "--link",
         action="append",
         default=[],
-        metavar="NAME:DOWN:UP",
+        metavar="NAME:DOWN:UP[:COVERAGE_M]",
         help="a link with separate download and upload channels, in Mbps (repeatable)",
     )
     parser.add_argument(
         "--shared-link",
         action="append",
         default=[],
-        metavar="NAME:MBPS",
+        metavar="NAME:MBPS[:COVERAGE_M]",
         help="a link whose one channel carries both directions, in Mbps (repeatable)",
     )
     parser.add_argument("--message-bytes", metavar="N", help="message size (default 800)")
@@ -291,14 +291,22 @@ def _technologies(
 
 
 def _link(text: str, *, shared: bool) -> Technology:
+    """``NAME:DOWN:UP[:COVERAGE_M]`` or, shared, ``NAME:MBPS[:COVERAGE_M]``."""
     flag = "--shared-link" if shared else "--link"
     parts = text.split(":")
-    if len(parts) != (2 if shared else 3):
-        example = "NAME:MBPS, e.g. wifi6:1200" if shared else "NAME:DOWN:UP, e.g. lte:150:50"
-        raise ConfigError(COMMAND_LINE, flag, example + " (Mbps)", got=text)
+    bandwidths = 1 if shared else 2
+    if len(parts) not in (1 + bandwidths, 2 + bandwidths):
+        example = (
+            "NAME:MBPS[:COVERAGE_M], e.g. wifi6:1200 or wifi6:1200:300"
+            if shared
+            else "NAME:DOWN:UP[:COVERAGE_M], e.g. lte:150:50 or lte:150:50:5000"
+        )
+        raise ConfigError(COMMAND_LINE, flag, example + " (Mbps, metres)", got=text)
     raw = {"name": parts[0], "download_mbps": parts[1], "shared_channel": shared}
     if not shared:
         raw["upload_mbps"] = parts[2]
+    if len(parts) == 2 + bandwidths:
+        raw["coverage_m"] = parts[-1]
     try:
         return Technology.model_validate(raw)
     except ValidationError as exc:
