@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gridmesh.node import Node, NodeConfig
@@ -20,8 +21,8 @@ class RecordingTransport:
     wakes: list[tuple[int, float]] = field(default_factory=list)
     deliveries: list[tuple[int, Delivery]] = field(default_factory=list)
 
-    def send(self, source: int, peer: Peer, message: Envelope) -> None:
-        self.sent.append((source, peer, message))
+    def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None:
+        self.sent.extend((source, peer, message) for peer in peers)
 
     def wake_at(self, node_id: int, when: float) -> None:
         self.wakes.append((node_id, when))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from random import Random
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -24,8 +24,8 @@ from tests.helpers import static_mesh
 def draws(
     model: ConstantLatency | UniformLatency | LogNormalLatency, n: int = 20_000
 ) -> list[float]:
-    sample = model.sampler(Random(7))
-    return [sample() for _ in range(n)]
+    stream = model.stream(np.random.default_rng(7))
+    return [next(stream) for _ in range(n)]
 
 
 def test_constant_latency_is_exact() -> None:
@@ -171,9 +171,9 @@ def test_byte_counts_come_from_the_real_encoder() -> None:
 
     original_send = sim.send
 
-    def spy(source, peer, message):  # type: ignore[no-untyped-def]
-        sent.append(len(encode(message)))
-        original_send(source, peer, message)
+    def spy(source, peers, message):  # type: ignore[no-untyped-def]
+        sent.extend(len(encode(message)) for _ in peers)
+        original_send(source, peers, message)
 
     sim.send = spy  # type: ignore[method-assign]
     sim.schedule(0.0, fire)

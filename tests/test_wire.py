@@ -49,23 +49,54 @@ def raw(items: list[object]) -> bytes:
 
 
 def fields_of(message: Envelope) -> list[object]:
+    """The ten wire items, in wire order: end-to-end fields, then per-hop fields."""
     return [
         message.version,
         int(message.kind),
         message.message_id,
         message.origin,
-        message.sender,
         message.topic,
         message.created_us,
-        message.hops_left,
         message.body,
         message.auth,
+        message.sender,
+        message.hops_left,
     ]
+
+
+def with_raw_body(body: bytes) -> bytes:
+    """A message whose body is the given raw CBOR bytes."""
+    items = fields_of(tariff())
+    head = b"\x8a" + b"".join(cbor2.dumps(item) for item in items[:6])
+    return head + body + b"".join(cbor2.dumps(item) for item in items[7:])
 
 
 def test_a_message_survives_encode_and_decode_unchanged() -> None:
     message = tariff(auth=b"\x01" * 64)
     assert decode(encode(message)) == message
+
+
+def test_encoding_is_plain_cbor_of_the_ten_items_in_wire_order() -> None:
+    message = tariff()
+    assert encode(message) == cbor2.dumps(fields_of(message))
+
+
+def test_a_relay_forwards_the_origin_bytes_and_rewrites_only_the_tail() -> None:
+    original = encode(tariff())
+    received = decode(original)
+    relay = received.relayed(sender=99, hops_left=6)
+    forwarded = encode(relay)
+    assert forwarded == cbor2.dumps(fields_of(relay))
+    assert received.wire_prefix is not None and forwarded.startswith(received.wire_prefix)
+    assert decode(forwarded) == relay
+
+
+def test_a_non_shortest_tail_is_accepted_and_reencoded_on_relay() -> None:
+    canonical = encode(tariff(hops_left=7))
+    padded = canonical[:-1] + b"\x18\x07"  # hops_left=7 in a needlessly long form
+    received = decode(padded)
+    assert received.hops_left == 7 and received.wire_prefix is None
+    assert encode(received.relayed(5, 6)) == cbor2.dumps(fields_of(received.relayed(5, 6)))
 
 
 def test_decoded_kind_is_the_enum_member() -> None:
@@ -107,15 +138,15 @@ def test_an_unknown_wire_version_is_refused() -> None:
         (1, "GOSSIP", "kind"),
         (2, -1, "message_id"),
         (3, 1.5, "origin"),
-        (4, True, "sender"),
-        (5, b"TARIFF", "topic"),
-        (5, "T" * (TOPIC_BYTES_MAX + 1), "topic"),
-        (5, "é" * (TOPIC_BYTES_MAX // 2 + 1), "topic"),
-        (6, -5, "created_us"),
-        (7, HOPS_MAX + 1, "hops_left"),
-        (7, -1, "hops_left"),
-        (9, "not bytes", "auth"),
-        (9, b"x" * 5000, "auth"),
+        (4, b"TARIFF", "topic"),
+        (4, "T" * (TOPIC_BYTES_MAX + 1), "topic"),
+        (4, "é" * (TOPIC_BYTES_MAX // 2 + 1), "topic"),
+        (5, -5, "created_us"),
+        (7, "not bytes", "auth"),
+        (7, b"x" * 5000, "auth"),
+        (8, True, "sender"),
+        (9, HOPS_MAX + 1, "hops_left"),
+        (9, -1, "hops_left"),
     ],
 )
 def test_each_field_is_type_and_range_checked(position: int, value: object, field: str) -> None:
@@ -155,18 +186,15 @@ def test_non_envelopes_tags_and_hostile_lengths_are_refused(data: bytes) -> None
 
 
 def test_bodies_with_tags_simple_values_or_non_text_keys_are_refused() -> None:
-    prefix = cbor2.dumps(fields_of(tariff())[:8])[1:]  # the first 8 items, without the array head
-    head = b"\x8a"  # array of 10
+    assert decode(with_raw_body(b"\x01")).body == 1  # the helper builds valid messages
     for body in (b"\xc1\x00", b"\xf0", b"\xf7", b"\xa1\x01\x02", b"\xa1\x80\x01"):
         with pytest.raises(MalformedMessage):
-            decode(head + prefix + body + b"\xf6")
+            decode(with_raw_body(body))
 
 
 def test_duplicate_map_keys_are_refused() -> None:
-    prefix = cbor2.dumps(fields_of(tariff())[:8])[1:]
-    body = b"\xa2\x61a\x01\x61a\x02"  # {"a": 1, "a": 2}
     with pytest.raises(MalformedMessage):
-        decode(b"\x8a" + prefix + body + b"\xf6")
+        decode(with_raw_body(b"\xa2\x61a\x01\x61a\x02"))  # {"a": 1, "a": 2}
 
 
 def test_nesting_beyond_the_limit_is_refused_and_at_the_limit_accepted() -> None:

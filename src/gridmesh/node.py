@@ -10,7 +10,7 @@ feeds it and carries out what it asks, through the ``Transport`` interface:
 * the driver calls ``start(now)`` once, then ``receive(message, source, now)``
   or ``receive_datagram(data, source, now)`` for every arrival, and
   ``handle_timer(now)`` whenever a wake-up it was asked for comes due;
-* the node calls ``transport.send(node_id, peer, message)`` to send,
+* the node calls ``transport.send(node_id, peers, message)`` to send,
   ``transport.wake_at(node_id, when)`` to be woken (spurious or duplicate
   wake-ups are harmless), and ``transport.deliver(node_id, delivery)`` to hand
   a message to the application.
@@ -26,7 +26,7 @@ counted under its ``reason`` in ``rejected`` and the message is dropped.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,7 +53,7 @@ class NodeConfig(BaseModel):
 class Transport(Protocol):
     """What a driver does for the nodes it runs."""
 
-    def send(self, source: int, peer: Peer, message: Envelope) -> None: ...
+    def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None: ...
 
     def wake_at(self, node_id: int, when: float) -> None: ...
 
@@ -121,8 +121,8 @@ class Node:
     def rng(self) -> RandomSource:
         return self._rng
 
-    def send(self, peer: Peer, message: Envelope) -> None:
-        self._transport.send(self._node_id, peer, message)
+    def send(self, peers: Sequence[Peer], message: Envelope) -> None:
+        self._transport.send(self._node_id, peers, message)
 
     def deliver(self, message: Envelope, payload: object, now: float) -> None:
         self._transport.deliver(

@@ -11,8 +11,9 @@ world. Everything it may do goes through the small ``Host`` interface that the
 * **time**: only ever the ``now`` argument. A protocol never reads a clock;
 * **timers**: ``host.call_at(when, callback)``; the callback later receives
   ``now``. Timers may fire late, never early;
-* **output**: ``host.send(peer, envelope)``: fire and forget, no return
-  value, may be lost;
+* **output**: ``host.send(peers, envelope)``: the same message to each peer
+  (gossip sends one message to ``f`` peers, so a batch is the natural unit);
+  fire and forget, no return value, each copy may be lost;
 * **randomness**: ``host.rng``, a ``RandomSource`` the *driver* created and
   seeded. In the simulator that makes a run a pure function of its seed;
 * **delivery** to the application: ``host.deliver(message, payload, now)``.
@@ -87,7 +88,7 @@ class Host(Protocol):
     @property
     def rng(self) -> RandomSource: ...
 
-    def send(self, peer: Peer, message: Envelope) -> None: ...
+    def send(self, peers: Sequence[Peer], message: Envelope) -> None: ...
 
     def call_at(self, when: float, callback: Callable[[float], None]) -> None: ...
 

@@ -25,7 +25,7 @@ import random
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from gridmesh.errors import GridmeshError, LocalProtocolError, MalformedMessage, RemoteProtocolError
@@ -76,8 +76,6 @@ class UdpNode(asyncio.DatagramProtocol):
         self._socket: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._addresses: dict[str, tuple[str, int] | None] = {}
-        self._memo_message: Envelope | None = None
-        self._memo_data = b""
         self.closed = asyncio.Event()
 
     # -- life cycle ----------------------------------------------------------
@@ -127,19 +125,17 @@ class UdpNode(asyncio.DatagramProtocol):
 
     # -- Transport -----------------------------------------------------------
 
-    def send(self, source: int, peer: Peer, message: Envelope) -> None:
-        if message is not self._memo_message:
-            self._memo_data = encode(message)
-            self._memo_message = message
-        data = self._memo_data
+    def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None:
+        data = encode(message)  # once for all peers
         if len(data) > self.node.config.message_bytes_max:
-            self.oversized += 1
+            self.oversized += len(peers)
             return
-        destination = self._resolve(peer.address)
-        if destination is None or self._socket is None:
-            self.send_errors += 1
-            return
-        self._socket.sendto(data, destination)
+        for peer in peers:
+            destination = self._resolve(peer.address)
+            if destination is None or self._socket is None:
+                self.send_errors += 1
+                continue
+            self._socket.sendto(data, destination)
 
     def wake_at(self, node_id: int, when: float) -> None:
         assert self._loop is not None, "start() the node before it runs timers"

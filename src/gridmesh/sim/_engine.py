@@ -5,10 +5,10 @@ Theory of operation
 The simulator is one of the two drivers of ``gridmesh.node.Node`` (the other
 is the asyncio runtime). It implements ``Transport`` for every node it runs:
 
-* **Virtual time.** One heap of events ``(time, seq, code, node, item,
-  source)``; ``seq`` is a global counter, so ties break in scheduling order
-  and no two entries ever compare beyond it. Time only moves when the next
-  event is popped; nothing ever sleeps.
+* **Virtual time.** One queue of events ``(time, seq, code, node, item,
+  source)`` (a calendar queue, see ``_queue``); ``seq`` is a global counter,
+  so ties break in scheduling order and no two entries ever compare beyond
+  it. Time only moves when the next event is popped; nothing ever sleeps.
 * **Events.** ``DELIVER`` hands a message (an ``Envelope``, or its bytes in
   wire-fidelity mode) to a node; ``WAKE`` calls a node's ``handle_timer``;
   ``ACTION`` runs a scripted callback (a broadcast, a crash, a partition).
@@ -20,23 +20,26 @@ is the asyncio runtime). It implements ``Transport`` for every node it runs:
 * **Faults.** ``crash`` removes a node (its pending events die with it);
   ``recover`` builds a fresh node with the same id from its factory and starts
   it — a process restart: volatile state is gone.
-* **Determinism.** All randomness comes from ``random.Random`` streams derived
-  from the seed: one for the network, one shared by all nodes (one per node
-  would cost 2.5 KiB each). Nothing depends on wall time, hash order or
-  addresses of objects, so ``(scenario, seed)`` fixes every event.
+* **Determinism.** All randomness is derived from the seed: the network draws
+  latencies and losses from a NumPy generator, the nodes share one
+  ``random.Random`` (one per node would cost 2.5 KiB each). Nothing depends on
+  wall time, hash order or addresses of objects, so ``(scenario, seed)`` fixes
+  every event.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
 from functools import partial
 from random import Random
 
+import numpy as np
+
 from gridmesh.errors import LocalProtocolError
 from gridmesh.node import Node
 from gridmesh.protocols import Delivery, Peer
-from gridmesh.sim._network import NetworkConfig
+from gridmesh.sim._network import NetworkConfig, uniform_stream
+from gridmesh.sim._queue import CalendarQueue
 from gridmesh.wire import MESSAGE_BYTES_MAX, Envelope, encode
 
 __all__ = ["NodeFactory", "Simulator"]
@@ -48,6 +51,7 @@ _DELIVER = 0
 _WAKE = 1
 _ACTION = 2
 _PROGRESS_EVERY_EVENTS = 1 << 14
+_NETWORK_STREAM = 0x6E6574  # "net": keeps the network's draws apart from other uses of a seed
 
 
 class Simulator:
@@ -61,27 +65,28 @@ class Simulator:
         wire_fidelity: bool = False,
         message_bytes_max: int = MESSAGE_BYTES_MAX,
     ) -> None:
+        if seed < 0:
+            raise LocalProtocolError(f"a simulation seed is a non-negative integer, got {seed}")
         self.seed = seed
         self.network = NetworkConfig() if network is None else network
         self.wire_fidelity = wire_fidelity
         self.message_bytes_max = message_bytes_max
         self.now = 0.0
         self.node_rng = Random(f"gridmesh-nodes:{seed}")
-        self._net_rng = Random(f"gridmesh-network:{seed}")
+        generator = np.random.default_rng([seed, _NETWORK_STREAM])
         net = self.network
         self._lan_loss = net.lan.loss
         self._wan_loss = net.wan.loss
-        self._lan_latency = net.lan.latency.sampler(self._net_rng)
-        self._wan_latency = net.wan.latency.sampler(self._net_rng)
+        self._lan_latency = net.lan.latency.stream(generator).__next__
+        self._wan_latency = net.wan.latency.stream(generator).__next__
+        self._loss_draw = uniform_stream(generator).__next__
         self._domain_size = net.domain_size
-        self._heap: list[tuple[float, int, int, int, object, int]] = []
+        self._queue = CalendarQueue()
         self._seq = 0
         self._nodes: list[Node | None] = []
         self._factories: list[NodeFactory] = []
         self._addresses: list[str] = []
         self._group_of: Sequence[int] | None = None
-        self._memo_message: Envelope | None = None
-        self._memo_data = b""
         self.on_deliver: DeliveryObserver | None = None
         # Counters: what the report is made of.
         self.messages_sent = 0
@@ -150,37 +155,44 @@ class Simulator:
 
     # -- Transport, for the nodes --------------------------------------------
 
-    def send(self, source: int, peer: Peer, message: Envelope) -> None:
-        self.messages_sent += 1
-        src = source - 1
-        self.sent_by_node[src] += 1
-        if message is not self._memo_message:
-            self._memo_data = encode(message)
-            self._memo_message = message
-        data = self._memo_data
+    def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None:
+        count = len(peers)
+        if not count:
+            return
+        data = encode(message)  # once per batch; a relay re-encodes only its tail
         size = len(data)
-        self.bytes_sent += size
+        src = source - 1
+        self.messages_sent += count
+        self.sent_by_node[src] += count
+        self.bytes_sent += size * count
         if size > self.message_bytes_max:
-            self.messages_oversized += 1
-            return
-        dst = (peer.node_id or _address_to_id(peer.address)) - 1
-        if not 0 <= dst < len(self._nodes):
-            self.messages_unroutable += 1
-            return
-        if src // self._domain_size == dst // self._domain_size:
-            loss, latency = self._lan_loss, self._lan_latency
-        else:
-            loss, latency = self._wan_loss, self._wan_latency
-        if loss and self._net_rng.random() < loss:
-            self.messages_lost += 1
-            return
-        group_of = self._group_of
-        if group_of is not None and group_of[src] != group_of[dst]:
-            self.messages_partitioned += 1
+            self.messages_oversized += count
             return
         item = data if self.wire_fidelity else message
-        self._seq += 1
-        heapq.heappush(self._heap, (self.now + latency(), self._seq, _DELIVER, dst, item, src))
+        node_count = len(self._nodes)
+        domain_size = self._domain_size
+        src_domain = src // domain_size
+        group_of = self._group_of
+        draw = self._loss_draw
+        push = self._queue.push
+        now = self.now
+        for peer in peers:
+            dst = (peer.node_id or _address_to_id(peer.address)) - 1
+            if not 0 <= dst < node_count:
+                self.messages_unroutable += 1
+                continue
+            if dst // domain_size == src_domain:
+                loss, latency = self._lan_loss, self._lan_latency
+            else:
+                loss, latency = self._wan_loss, self._wan_latency
+            if loss and draw() < loss:
+                self.messages_lost += 1
+                continue
+            if group_of is not None and group_of[src] != group_of[dst]:
+                self.messages_partitioned += 1
+                continue
+            self._seq += 1
+            push((now + latency(), self._seq, _DELIVER, dst, item, src))
 
     def wake_at(self, node_id: int, when: float) -> None:
         self._push(max(when, self.now), _WAKE, node_id - 1, None, 0)
@@ -194,35 +206,38 @@ class Simulator:
 
     def run(self, until_s: float, progress: Callable[[float], None] | None = None) -> None:
         """Process every event up to virtual time ``until_s``."""
-        heap = self._heap
+        pop_until = self._queue.pop_until
         nodes = self._nodes
         addresses = self._addresses
         fidelity = self.wire_fidelity
-        pop = heapq.heappop
-        events = 0
-        while heap and heap[0][0] <= until_s:
-            now, _, code, target, item, source = pop(heap)
-            self.now = now
-            events += 1
-            if code == _DELIVER:
-                node = nodes[target]
-                if node is None:
-                    self.messages_to_down_nodes += 1
-                elif fidelity:
-                    self.messages_delivered += 1
-                    node.receive_datagram(item, addresses[source], now)  # type: ignore[arg-type]
+        events = delivered = to_down = 0
+        try:
+            while (event := pop_until(until_s)) is not None:
+                now, _, code, target, item, source = event
+                self.now = now
+                events += 1
+                if code == _DELIVER:
+                    node = nodes[target]
+                    if node is None:
+                        to_down += 1
+                    elif fidelity:
+                        delivered += 1
+                        node.receive_datagram(item, addresses[source], now)
+                    else:
+                        delivered += 1
+                        node.receive(item, addresses[source], now)
+                elif code == _WAKE:
+                    node = nodes[target]
+                    if node is not None:
+                        node.handle_timer(now)
                 else:
-                    self.messages_delivered += 1
-                    node.receive(item, addresses[source], now)  # type: ignore[arg-type]
-            elif code == _WAKE:
-                node = nodes[target]
-                if node is not None:
-                    node.handle_timer(now)
-            else:
-                item(now)  # type: ignore[operator]
-            if progress is not None and not events % _PROGRESS_EVERY_EVENTS:
-                progress(now)
-        self.events_processed += events
+                    item(now)
+                if progress is not None and not events % _PROGRESS_EVERY_EVENTS:
+                    progress(now)
+        finally:
+            self.events_processed += events
+            self.messages_delivered += delivered
+            self.messages_to_down_nodes += to_down
         self.now = max(self.now, until_s)
         if progress is not None:
             progress(self.now)
@@ -230,8 +245,10 @@ class Simulator:
     # -- internals -----------------------------------------------------------
 
     def _push(self, at: float, code: int, target: int, item: object, source: int) -> None:
+        if at < self.now:
+            raise LocalProtocolError(f"cannot schedule at {at} s: the clock is at {self.now} s")
         self._seq += 1
-        heapq.heappush(self._heap, (at, self._seq, code, target, item, source))
+        self._queue.push((at, self._seq, code, target, item, source))
 
     def _start_node(self, index: int, now: float) -> None:
         node = self._nodes[index]

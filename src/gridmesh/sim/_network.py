@@ -5,25 +5,47 @@ Nodes are grouped into LAN *domains* of ``domain_size`` consecutive node ids
 domain crosses a ``lan`` link; any other message crosses a ``wan`` link. Each
 class has a latency model, sampled independently per message (so messages
 may overtake each other, as on real networks), and a loss probability.
+
+Draws come from a seeded NumPy generator in chunks and are consumed one at a
+time (``next(stream)``): about 50 ns a draw instead of about 400 ns for
+``random.gauss`` and friends, and just as deterministic.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
-from random import Random
+from collections.abc import Callable, Iterator
 from typing import Annotated, Literal
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "DRAWS_PER_CHUNK",
     "ConstantLatency",
     "LatencyModel",
     "LinkClass",
     "LogNormalLatency",
     "NetworkConfig",
     "UniformLatency",
+    "uniform_stream",
 ]
+
+#: How many draws a stream takes from its generator at a time.
+DRAWS_PER_CHUNK = 16_384
+
+
+def _chunked(draw: Callable[[int], NDArray[np.float64]]) -> Iterator[float]:
+    """An endless stream of floats, drawn ``DRAWS_PER_CHUNK`` at a time."""
+    return itertools.chain.from_iterable(iter(lambda: draw(DRAWS_PER_CHUNK).tolist(), None))
+
+
+def uniform_stream(generator: np.random.Generator) -> Iterator[float]:
+    """Endless uniform draws in [0, 1): loss decisions and the like."""
+    return _chunked(generator.random)
+
 
 _LATENCY_S_MAX = 3600.0
 
@@ -38,9 +60,8 @@ class ConstantLatency(_Frozen):
     model: Literal["constant"] = "constant"
     delay_s: float = Field(ge=0.0, le=_LATENCY_S_MAX)
 
-    def sampler(self, rng: Random) -> Callable[[], float]:
-        delay = self.delay_s
-        return lambda: delay
+    def stream(self, generator: np.random.Generator) -> Iterator[float]:
+        return itertools.repeat(self.delay_s)
 
 
 class UniformLatency(_Frozen):
@@ -56,9 +77,9 @@ class UniformLatency(_Frozen):
             raise ValueError("high_s must be at least low_s")
         return self
 
-    def sampler(self, rng: Random) -> Callable[[], float]:
-        low, span, draw = self.low_s, self.high_s - self.low_s, rng.random
-        return lambda: low + span * draw()
+    def stream(self, generator: np.random.Generator) -> Iterator[float]:
+        low, high = self.low_s, self.high_s
+        return _chunked(lambda n: generator.uniform(low, high, n))
 
 
 class LogNormalLatency(_Frozen):
@@ -69,17 +90,9 @@ class LogNormalLatency(_Frozen):
     sigma: float = Field(ge=0.0, le=5.0)
     max_s: float = Field(default=60.0, gt=0.0, le=_LATENCY_S_MAX)
 
-    def sampler(self, rng: Random) -> Callable[[], float]:
-        # exp(mu + sigma * N(0, 1)); gauss() caches the second Box-Muller value,
-        # about twice as fast as lognormvariate().
-        mu, sigma, cap, gauss, exp = (
-            math.log(self.median_s),
-            self.sigma,
-            self.max_s,
-            rng.gauss,
-            math.exp,
-        )
-        return lambda: min(cap, exp(mu + sigma * gauss()))
+    def stream(self, generator: np.random.Generator) -> Iterator[float]:
+        mu, sigma, cap = math.log(self.median_s), self.sigma, self.max_s
+        return _chunked(lambda n: np.minimum(generator.lognormal(mu, sigma, n), cap))
 
 
 LatencyModel = Annotated[

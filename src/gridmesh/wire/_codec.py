@@ -4,8 +4,16 @@ Theory of operation
 -------------------
 An envelope is encoded as one CBOR array of ten items, in this order::
 
-    [version, kind, message_id, origin, sender, topic, created_us,
-     hops_left, body, auth]
+    [version, kind, message_id, origin, topic, created_us, body, auth,   <- end-to-end
+     sender, hops_left]                                                   <- per hop
+
+A CBOR array is its head followed by its items' encodings, so the bytes split
+into an end-to-end *prefix* (head + first eight items) and a per-hop *tail*.
+The codec caches the prefix on the envelope (``wire_prefix``): a relay's copy
+is the origin's prefix, verbatim, plus a fresh two-item tail. Decoding keeps
+the received prefix when the tail is in shortest form, so a relay never
+re-encodes what it forwards — which later lets signatures cover exactly the
+prefix.
 
 Decoding is strict, because every byte comes from a peer that may be broken
 or hostile:
@@ -59,6 +67,8 @@ _SEMANTIC_TAGS = (
     *(262, 263, 264, 265, 266, 267, 268, 269, 270, 271, 272, 1004, 1040, 43000, 55799),
 )
 _KINDS = {int(kind): kind for kind in Kind}
+_ARRAY_HEAD = b"\x8a"  # CBOR: array of ten items
+_dumps = cbor2.dumps
 _SCALARS = (type(None), bool, int, float, str, bytes)
 
 
@@ -85,30 +95,34 @@ _PARSER_ERRORS = (
 
 def encode(message: Envelope) -> bytes:
     """Encode ``message``; raises ``LocalProtocolError`` for values a peer would refuse."""
-    check_plain(message.body)
-    try:
-        return cbor2.dumps(
-            [
-                message.version,
-                int(message.kind),
-                message.message_id,
-                message.origin,
-                message.sender,
-                message.topic,
-                message.created_us,
-                message.hops_left,
-                message.body,
-                message.auth,
-            ]
-        )
-    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
-        raise LocalProtocolError(f"message cannot be encoded: {exc}") from exc
+    prefix = message.wire_prefix
+    if prefix is None:
+        check_plain(message.body)
+        try:
+            prefix = _ARRAY_HEAD + b"".join(
+                [
+                    _dumps(message.version),
+                    _dumps(int(message.kind)),
+                    _dumps(message.message_id),
+                    _dumps(message.origin),
+                    _dumps(message.topic),
+                    _dumps(message.created_us),
+                    _dumps(message.body),
+                    _dumps(message.auth),
+                ]
+            )
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"message cannot be encoded: {exc}") from exc
+        object.__setattr__(message, "wire_prefix", prefix)  # a cache; see Envelope
+    return prefix + _dumps(message.sender) + _dumps(message.hops_left)
 
 
 def decode(data: bytes, *, message_bytes_max: int = MESSAGE_BYTES_MAX) -> Envelope:
     """Decode one message; any problem raises a ``RemoteProtocolError``."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise MalformedMessage(f"expected bytes, got {type(data).__name__}")
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise MalformedMessage(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
     size = len(data)
     if size > message_bytes_max:
         raise MessageTooLarge(size, message_bytes_max)
@@ -129,7 +143,11 @@ def decode(data: bytes, *, message_bytes_max: int = MESSAGE_BYTES_MAX) -> Envelo
         raise MalformedMessage(f"not well-formed CBOR: {exc}") from None
     if buffer.tell() != size:
         raise MalformedMessage(f"{size - buffer.tell()} trailing bytes after the message")
-    return _envelope_from_item(item, size)
+    message = _envelope_from_item(item, size)
+    tail = _dumps(message.sender) + _dumps(message.hops_left)
+    if data.startswith(_ARRAY_HEAD) and data.endswith(tail):
+        object.__setattr__(message, "wire_prefix", data[: size - len(tail)])
+    return message
 
 
 def _envelope_from_item(item: object, size: int) -> Envelope:
@@ -137,7 +155,7 @@ def _envelope_from_item(item: object, size: int) -> Envelope:
         raise MalformedMessage(f"expected an array, got {type(item).__name__}")
     if len(item) != _FIELD_COUNT:
         raise MalformedMessage(f"expected {_FIELD_COUNT} fields, got {len(item)}")
-    version, kind, message_id, origin, sender, topic, created_us, hops_left, body, auth = item
+    version, kind, message_id, origin, topic, created_us, body, auth, sender, hops_left = item
     if version != WIRE_VERSION or type(version) is not int:
         raise UnsupportedVersion(version)
     if type(kind) is not int or kind not in _KINDS:

@@ -2,7 +2,9 @@
 
 Theory of operation
 -------------------
-An envelope has two kinds of fields:
+An envelope has two kinds of fields (on the wire, end-to-end fields come
+first and per-hop fields last, so the end-to-end part is one contiguous byte
+string: what a signature covers and what a relay forwards untouched):
 
 * **end-to-end fields**, fixed by the origin and never changed by a relay:
   ``version``, ``kind``, ``message_id``, ``origin``, ``topic``, ``created_us``
@@ -26,7 +28,7 @@ so no code, no object graph and no shared references travel on the wire.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 __all__ = [
@@ -65,7 +67,11 @@ class Kind(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One gridmesh message. The same type is sent and received."""
+    """One gridmesh message. The same type is sent and received.
+
+    ``wire_prefix`` caches the encoded end-to-end part (see ``_codec``); only
+    the codec sets it, and it takes no part in equality.
+    """
 
     kind: Kind
     message_id: int
@@ -77,9 +83,14 @@ class Envelope:
     body: object
     auth: bytes | None = None
     version: int = WIRE_VERSION
+    wire_prefix: bytes | None = field(default=None, compare=False, repr=False)
 
     def relayed(self, sender: int, hops_left: int) -> Envelope:
-        """This message as a relay forwards it: new per-hop fields, the rest unchanged."""
+        """This message as a relay forwards it: new per-hop fields, the rest unchanged.
+
+        The encoded end-to-end part travels along, so a relay forwards the
+        origin's bytes verbatim instead of encoding them again.
+        """
         assert 0 <= hops_left < self.hops_left or self.hops_left == 0
         return Envelope(
             self.kind,
@@ -92,4 +103,5 @@ class Envelope:
             self.body,
             self.auth,
             self.version,
+            self.wire_prefix,
         )

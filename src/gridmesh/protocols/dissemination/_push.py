@@ -98,27 +98,29 @@ class PushGossip:
             body=[fanout, payload],
         )
         self._seen.add((message.origin, message.message_id))
-        for peer in self._peers.sample(fanout):
-            host.send(peer, message)
+        host.send(self._peers.sample(fanout), message)
         return message
 
     def on_gossip(self, message: Envelope, now: float) -> None:
+        key = (message.origin, message.message_id)
+        seen = self._seen
+        if key in seen:  # most copies are duplicates: drop them before parsing
+            self.duplicates += 1
+            return
         body = message.body
         if type(body) is not list or len(body) != 2:
             raise MalformedMessage("GOSSIP body must be [fanout, payload]", field="body")
         fanout = body[0]
         if type(fanout) is not int or not 1 <= fanout <= FANOUT_MAX:
             raise MalformedMessage(f"fanout must be an integer in 1..{FANOUT_MAX}", field="body")
-        if not self._seen.add((message.origin, message.message_id)):
-            self.duplicates += 1
-            return
+        seen.add(key)  # only now: a malformed copy must not hide a genuine one
         host = self._host
         self.delivered += 1
         host.deliver(message, body[1], now)
         hops_left = min(message.hops_left, self._config.hops_max) - 1
         if hops_left <= 0:
             return
-        relay = message.relayed(host.node_id, hops_left)
         self.relayed += 1
-        for peer in self._peers.sample(fanout, message.sender):
-            host.send(peer, relay)
+        host.send(
+            self._peers.sample(fanout, message.sender), message.relayed(host.node_id, hops_left)
+        )

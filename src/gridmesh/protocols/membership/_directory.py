@@ -62,25 +62,22 @@ class PeerDirectory:
         size = len(peers)
         if count <= 0 or size == 0:
             return []
-        excluded = (exclude_a, exclude_b)
         if count * 3 >= size:
             # Dense: filter, then draw without replacement.
-            eligible = [p for p in peers if p.node_id not in excluded]
+            eligible = [p for p in peers if p.node_id not in (exclude_a, exclude_b)]
             if count >= len(eligible):
                 rng.shuffle(eligible)
                 return eligible
             return rng.sample(eligible, count)
         # Sparse (size > 3 * count, so at least count eligible peers exist):
-        # rejection sampling costs O(count) draws instead of O(size).
+        # rejection sampling costs O(count) draws instead of O(size). A drawn id
+        # joins the excluded ones, so no peer is chosen twice.
         chosen: list[Peer] = []
-        drawn: set[int] = set()
+        taken = [exclude_a, exclude_b]
         draw = rng.random
         while len(chosen) < count:
-            position = int(draw() * size)
-            if position in drawn:
-                continue
-            drawn.add(position)
-            peer = peers[position]
-            if peer.node_id not in excluded:
+            peer = peers[int(draw() * size)]
+            if peer.node_id not in taken:
+                taken.append(peer.node_id)
                 chosen.append(peer)
         return chosen

@@ -116,7 +116,7 @@ class FullMembership:
         host = self._host
         for address in self._seeds:
             if address != host.address:
-                host.send(Peer(0, address), self._envelope(Kind.JOIN, [host.address], now))
+                host.send((Peer(0, address),), self._envelope(Kind.JOIN, [host.address], now))
 
     def _on_exchange_timer(self, now: float) -> None:
         config = self._config
@@ -185,7 +185,7 @@ class FullMembership:
         heard = self._heard
         entries: list[list[object]] = [[host.node_id, host.address, self._heartbeat(now)]]
         entries.extend([p.node_id, p.address, heard.get(p.node_id, (0, now))[0]] for p in others)
-        host.send(peer, self._envelope(Kind.MEMBERS, [reply_wanted, entries], now))
+        host.send((peer,), self._envelope(Kind.MEMBERS, [reply_wanted, entries], now))
 
     def _envelope(self, kind: Kind, body: object, now: float) -> Envelope:
         host = self._host
