@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(BIN)/gridmesh simulate examples/tariff-broadcast.toml --out $(OUT)/tariff-broadcast
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 types: $(STAMP)
 	$(BIN)/mypy --strict src

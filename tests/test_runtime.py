@@ -153,3 +153,18 @@ def test_broadcast_and_status_to_an_unreachable_node_exit_1(
     assert main(["broadcast", "--via", f"127.0.0.1:{port}", "hello"]) == 1
     assert "did not answer" in capsys.readouterr().err
     assert main(["status", f"127.0.0.1:{port}", "--json"]) == 1
+
+
+def test_the_example_node_configuration_is_valid_and_documents_the_defaults() -> None:
+    import argparse
+    from pathlib import Path
+
+    from gridmesh.runtime.cli import load_node_config
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "node.toml"
+    no_flags = argparse.Namespace(
+        fanout=None, hops=None, exchange_interval=None, member_timeout=None
+    )
+    assert load_node_config(path, no_flags) == NodeConfig()
+    flags = argparse.Namespace(fanout=9, hops=None, exchange_interval=None, member_timeout=None)
+    assert load_node_config(path, flags).gossip.fanout == 9

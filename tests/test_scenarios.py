@@ -165,6 +165,21 @@ def test_a_missing_scenario_file_exits_2(
 def test_every_example_scenario_is_valid() -> None:
     examples = sorted(EXAMPLES.glob("*.toml"))
     assert TARIFF in examples
+    not_scenarios = {"node.toml"}  # a node configuration; plan-*.toml are planner inputs
     for path in examples:
-        if not path.name.startswith("plan-"):
+        if not path.name.startswith("plan-") and path.name not in not_scenarios:
             load_scenario(path)
+
+
+def test_the_python_api_example_in_the_readme_runs_and_reaches_everyone() -> None:
+    import contextlib
+    import io
+    import runpy
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        runpy.run_path(str(EXAMPLES / "python_api.py"), run_name="__main__")
+    assert output.getvalue().strip() == "999 of 999 nodes reached"
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    example = (EXAMPLES / "python_api.py").read_text(encoding="utf-8")
+    assert example.split("\n\n", 1)[1].strip() in readme  # the README shows this very code
