@@ -15,14 +15,13 @@ and ``REGIONS_MAX`` regions in one plan.
 
 from __future__ import annotations
 
-import tomllib
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from gridmesh.errors import ConfigError
+from gridmesh.config import config_error, load_toml, parse_toml, validate_model
 from gridmesh.plan._units import (
     CountRounding,
     MegabitUnit,
@@ -54,11 +53,12 @@ __all__ = [
     "TrafficSpec",
     "UnitsSpec",
     "WireSpec",
-    "config_error",
     "load_plan_file",
     "parse_plan",
     "validate_flag",
 ]
+
+_DOCS = "docs/PLANNING.md"
 
 #: 10 Tbit/s: far above any single link a planner would size.
 BANDWIDTH_MBPS_MAX = 10_000_000
@@ -200,24 +200,11 @@ class PlanSpec(_Spec):
 
 def load_plan_file(path: Path) -> PlanSpec:
     """Read and validate a plan file; raises ``ConfigError`` naming the file and field."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), "(file)", "a readable TOML file", got=exc.strerror) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), "(file)", "UTF-8 text") from None
-    return parse_plan(text, source=str(path))
+    return validate_model(PlanSpec, load_toml(path), source=str(path), docs=_DOCS)
 
 
 def parse_plan(text: str, *, source: str = "<plan>") -> PlanSpec:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, "(syntax)", f"valid TOML ({exc})") from None
-    try:
-        return PlanSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise config_error(source, exc) from None
+    return validate_model(PlanSpec, parse_toml(text, source=source), source=source, docs=_DOCS)
 
 
 _T = TypeVar("_T")
@@ -228,51 +215,6 @@ def validate_flag(adapter: TypeAdapter[_T], text: object, flag: str, *, unit: st
     try:
         return adapter.validate_python(text)
     except ValidationError as exc:
-        raise config_error("command line", exc, field=flag, got=text, unit=unit) from None
-
-
-def _plain(limit: object) -> object:
-    """A limit as a user would write it: 0.0 -> 0, 10000000 -> 10,000,000."""
-    if isinstance(limit, float) and limit.is_integer():
-        limit = int(limit)
-    return f"{limit:,}" if isinstance(limit, int) else limit
-
-
-_UNITS = (("_mbps", " (Mbps)"), ("_bytes", " (bytes)"), ("_km2", " (km2)"), ("_m", " (m)"))
-
-
-def config_error(
-    source: str,
-    exc: ValidationError,
-    *,
-    field: str | None = None,
-    got: object = None,
-    unit: str | None = None,
-) -> ConfigError:
-    """The first problem pydantic found, as one ``ConfigError`` a user can act on."""
-    first = exc.errors(include_url=False)[0]
-    location = "".join(
-        f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
-    ).lstrip(".")
-    if unit is None:
-        last = str(first["loc"][-1]) if first["loc"] else ""
-        unit = next((text for suffix, text in _UNITS if last.endswith(suffix)), "")
-    context = {key: _plain(value) for key, value in first.get("ctx", {}).items()}
-    expected = {
-        "greater_than": f"a number greater than {context.get('gt')}{unit}",
-        "greater_than_equal": f"a number of at least {context.get('ge')}{unit}",
-        "less_than_equal": f"a number of at most {context.get('le')}{unit}",
-        "extra_forbidden": "no such field (check the spelling; see docs/PLANNING.md)",
-        "missing": "a value (this field is required)",
-    }.get(first["type"], first["msg"].removeprefix("Value error, "))
-    more = exc.error_count() - 1
-    if more:
-        expected += f" (and {more} more problem{'s' if more > 1 else ''})"
-    if got is None and first["type"] not in {"missing", "model_type"}:
-        got = first.get("input")
-        if isinstance(got, dict | list):
-            got = None
-    name = location or "(plan)"
-    if field is not None:
-        name = f"{field} {location}" if location else field
-    return ConfigError(source, name, expected, got=got)
+        raise config_error(
+            "command line", exc, docs=_DOCS, field=flag, got=text, unit=unit
+        ) from None

@@ -18,6 +18,7 @@ from typing import TypeVar
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 
+from gridmesh.config import config_error
 from gridmesh.errors import ConfigError
 from gridmesh.plan._capacity import (
     Traffic,
@@ -36,7 +37,6 @@ from gridmesh.plan._inputs import (
     PlanSpec,
     Region,
     Technology,
-    config_error,
     load_plan_file,
     validate_flag,
 )
@@ -67,6 +67,7 @@ from gridmesh.wire import MESSAGE_BYTES_MAX
 __all__ = ["add_plan_commands"]
 
 COMMAND_LINE = "command line"
+_DOCS = "docs/PLANNING.md"
 _DEFAULT_TECHNOLOGIES = {
     "peers": "paper-table-1",
     "customers": "paper-table-2",
@@ -310,7 +311,7 @@ def _link(text: str, *, shared: bool) -> Technology:
     try:
         return Technology.model_validate(raw)
     except ValidationError as exc:
-        raise config_error(COMMAND_LINE, exc, field=flag, got=text) from None
+        raise config_error(COMMAND_LINE, exc, docs=_DOCS, field=flag, got=text) from None
 
 
 def _regions(args: argparse.Namespace, spec: PlanSpec, source: str) -> list[Region]:

@@ -10,13 +10,13 @@ import random
 import secrets
 import signal
 import sys
-import tomllib
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from gridmesh.config import config_error, load_toml
 from gridmesh.errors import ConfigError
 from gridmesh.node import NodeConfig
 from gridmesh.protocols import Delivery
@@ -29,6 +29,7 @@ __all__ = ["add_runtime_commands", "load_node_config", "run_async"]
 
 _T = TypeVar("_T")
 EXIT_FAILURE = 1
+_DOCS = "docs/OPERATIONS.md"
 
 
 def run_async(main: Coroutine[Any, Any, _T]) -> _T:
@@ -94,33 +95,25 @@ def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_node_config(path: Path | None, args: argparse.Namespace) -> NodeConfig:
     """The node configuration: file (if any), then flags on top, all validated."""
-    raw: dict[str, Any] = {}
-    source = "command line"
-    if path is not None:
-        source = str(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(source, "(file)", "a readable TOML file", got=exc.strerror) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(source, "(syntax)", f"valid TOML ({exc})") from None
+    raw: dict[str, Any] = {} if path is None else load_toml(path)
+    source = "command line" if path is None else str(path)
     flags = {
-        ("gossip", "fanout"): args.fanout,
-        ("gossip", "hops"): args.hops,
-        ("membership", "exchange_interval_s"): args.exchange_interval,
-        ("membership", "member_timeout_s"): args.member_timeout,
+        ("gossip", "fanout"): ("--fanout", args.fanout),
+        ("gossip", "hops"): ("--hops", args.hops),
+        ("membership", "exchange_interval_s"): ("--exchange-interval", args.exchange_interval),
+        ("membership", "member_timeout_s"): ("--member-timeout", args.member_timeout),
     }
-    for (section, field), value in flags.items():
-        if value is not None:
-            table = raw.setdefault(section, {})
-            if isinstance(table, dict):
-                table[field] = value
+    for (section, field), (_, value) in flags.items():
+        if value is not None and isinstance(raw.setdefault(section, {}), dict):
+            raw[section][field] = value
     try:
         return NodeConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(source, field, first["msg"], got=first.get("input")) from None
+        location = tuple(exc.errors(include_url=False)[0]["loc"])
+        flag, value = flags.get(location, (None, None))  # type: ignore[arg-type]
+        if flag is not None and value is not None:
+            raise config_error("command line", exc, docs=_DOCS, field=flag, got=value) from None
+        raise config_error(source, exc, docs=_DOCS) from None
 
 
 def _node(args: argparse.Namespace) -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gridmesh.errors import ConfigError
+from gridmesh.config import load_toml, parse_toml, validate_model
 from gridmesh.node import NodeConfig
 from gridmesh.sim import NetworkConfig
 from gridmesh.wire import TOPIC_BYTES_MAX
@@ -27,6 +26,7 @@ __all__ = [
 ]
 
 NODES_MAX = 10_000_000
+_DOCS = "docs/SCENARIOS.md"
 _TIME_S_MAX = 30 * 86_400.0
 
 
@@ -167,37 +167,8 @@ class Scenario(_Spec):
 
 def load_scenario(path: Path) -> Scenario:
     """Read and validate a scenario file; raises ``ConfigError`` naming file and field."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), "(file)", "a readable TOML file", got=exc.strerror) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), "(file)", "UTF-8 text") from None
-    return parse_scenario(text, source=str(path))
+    return validate_model(Scenario, load_toml(path), source=str(path), docs=_DOCS)
 
 
 def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, "(syntax)", f"valid TOML ({exc})") from None
-    try:
-        return Scenario.model_validate(raw)
-    except ValidationError as exc:
-        raise _config_error(source, exc) from None
-
-
-def _config_error(source: str, exc: ValidationError) -> ConfigError:
-    first = exc.errors(include_url=False)[0]
-    location = [str(part) for part in first["loc"]]
-    field = ".".join(location) if location else "(scenario)"
-    expected = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        expected = "no such field (check the spelling; see docs/SCENARIOS.md)"
-    more = exc.error_count() - 1
-    if more:
-        expected += f" (and {more} more problem{'s' if more > 1 else ''})"
-    got = first.get("input") if first["type"] not in {"missing", "model_type"} else None
-    if isinstance(got, dict | list):
-        got = None
-    return ConfigError(source, field, expected, got=got)
+    return validate_model(Scenario, parse_toml(text, source=source), source=source, docs=_DOCS)
