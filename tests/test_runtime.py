@@ -90,6 +90,10 @@ def test_the_control_channel_answers_status_broadcast_and_delivered() -> None:
         async with await ControlClient.open() as client:
             status = await client.request(a.advertise, {"op": "status"})
             assert status["ok"] and status["node_id"] == 1 and status["members"] == 1
+            stats = status["stats"]
+            assert isinstance(stats, dict) and {"send_errors", "oversized", "delivered"} <= set(
+                stats
+            )
             sent = await client.request(a.advertise, {"op": "broadcast", "payload": "hi"})
             message_id = sent["message_id"]
             assert isinstance(message_id, int)

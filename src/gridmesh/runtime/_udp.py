@@ -76,7 +76,6 @@ class UdpNode(asyncio.DatagramProtocol):
         self._socket: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._addresses: dict[str, tuple[str, int] | None] = {}
-        self.closed = asyncio.Event()
 
     # -- life cycle ----------------------------------------------------------
 
@@ -103,7 +102,6 @@ class UdpNode(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._socket = None
-        self.closed.set()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP "port unreachable" from a dead peer and the like: UDP is lossy anyway.
@@ -148,6 +146,10 @@ class UdpNode(asyncio.DatagramProtocol):
             deliveries.popitem(last=False)
         if self.on_delivery is not None:
             self.on_delivery(delivery)
+
+    def stats(self) -> dict[str, int]:
+        """The node's counters plus the socket's: sends that failed or were too large."""
+        return self.node.stats() | {"send_errors": self.send_errors, "oversized": self.oversized}
 
     # -- internals -----------------------------------------------------------
 
@@ -200,7 +202,7 @@ class UdpNode(asyncio.DatagramProtocol):
                 "node_id": node.node_id,
                 "address": self.advertise,
                 "members": node.membership.size_estimate() - 1,
-                "stats": node.stats(),
+                "stats": self.stats(),
             }
         if op == "members":
             return {

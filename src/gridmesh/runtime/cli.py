@@ -167,7 +167,7 @@ def _node(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         udp.close()
-        log.warning("node %d stopped: %s", node_id, json.dumps(udp.node.stats(), sort_keys=True))
+        log.warning("node %d stopped: %s", node_id, json.dumps(udp.stats(), sort_keys=True))
 
     run_async(serve())
     return 0
