@@ -31,6 +31,40 @@ class RecordingTransport:
         self.deliveries.append((node_id, delivery))
 
 
+def mesh(
+    count: int,
+    config: NodeConfig,
+    network: NetworkConfig,
+    *,
+    seed: int = 1,
+    wire_fidelity: bool = False,
+) -> tuple[Simulator, dict[int, list[Delivery]]]:
+    """``count`` nodes on a simulator, and the deliveries each makes.
+
+    Static membership (``exchange_interval_s == 0``) gives every node the full
+    directory; gossiped membership makes every node join through node 1.
+    """
+    sim = Simulator(seed=seed, network=network, wire_fidelity=wire_fidelity)
+    static = config.membership.exchange_interval_s == 0
+    directory = PeerDirectory(Peer(i, str(i)) for i in range(1, count + 1)) if static else None
+    seeds = () if static else ("1",)
+    sim.add_nodes(
+        count,
+        lambda i: Node(
+            i,
+            transport=sim,
+            rng=sim.node_rng,
+            config=config,
+            address=sim.address_of(i),
+            directory=directory,
+            seeds=seeds,
+        ),
+    )
+    received: dict[int, list[Delivery]] = {}
+    sim.on_deliver = lambda node_id, d: received.setdefault(node_id, []).append(d)
+    return sim, received
+
+
 def static_mesh(
     count: int,
     *,
@@ -40,27 +74,15 @@ def static_mesh(
     network: NetworkConfig | None = None,
     wire_fidelity: bool = False,
 ) -> tuple[Simulator, dict[int, list[Delivery]]]:
-    """``count`` nodes with static full membership on a simulator; deliveries per node."""
-    if network is None:
-        network = NetworkConfig(
-            lan=LinkClass(latency=ConstantLatency(delay_s=0.01)),
-            wan=LinkClass(latency=ConstantLatency(delay_s=0.01)),
-        )
-    sim = Simulator(seed=seed, network=network, wire_fidelity=wire_fidelity)
+    """Static full membership, 10 ms links unless ``network`` says otherwise."""
     config = NodeConfig(
         gossip=PushGossipConfig(fanout=fanout, hops=hops),
         membership=FullMembershipConfig(exchange_interval_s=0),
     )
-    directory = PeerDirectory(Peer(i, str(i)) for i in range(1, count + 1))
-    sim.add_nodes(
-        count,
-        lambda i: Node(
-            i, transport=sim, rng=sim.node_rng, config=config, address=str(i), directory=directory
-        ),
-    )
-    received: dict[int, list[Delivery]] = {}
-    sim.on_deliver = lambda node_id, d: received.setdefault(node_id, []).append(d)
-    return sim, received
+    if network is None:
+        link = LinkClass(latency=ConstantLatency(delay_s=0.01))
+        network = NetworkConfig(lan=link, wan=link)
+    return mesh(count, config, network, seed=seed, wire_fidelity=wire_fidelity)
 
 
 def joining_mesh(
@@ -71,29 +93,19 @@ def joining_mesh(
     exchange_interval_s: float = 0.5,
     member_timeout_s: float = 5.0,
 ) -> tuple[Simulator, dict[int, list[Delivery]]]:
-    """``count`` nodes that find each other through node 1 by gossiped full membership."""
-    network = NetworkConfig(
-        lan=LinkClass(latency=ConstantLatency(delay_s=0.005)),
-        wan=LinkClass(latency=ConstantLatency(delay_s=0.02)),
-        domain_size=10,
-    )
-    sim = Simulator(seed=seed, network=network)
+    """Gossiped full membership through node 1; 5 ms LAN, 20 ms WAN, domains of 10."""
     config = NodeConfig(
         gossip=PushGossipConfig(fanout=fanout),
         membership=FullMembershipConfig(
             exchange_interval_s=exchange_interval_s, member_timeout_s=member_timeout_s
         ),
     )
-    seeds = ("1",)
-    sim.add_nodes(
-        count,
-        lambda i: Node(
-            i, transport=sim, rng=sim.node_rng, config=config, address=str(i), seeds=seeds
-        ),
+    network = NetworkConfig(
+        lan=LinkClass(latency=ConstantLatency(delay_s=0.005)),
+        wan=LinkClass(latency=ConstantLatency(delay_s=0.02)),
+        domain_size=10,
     )
-    received: dict[int, list[Delivery]] = {}
-    sim.on_deliver = lambda node_id, d: received.setdefault(node_id, []).append(d)
-    return sim, received
+    return mesh(count, config, network, seed=seed)
 
 
 def member_ids(sim: Simulator, node_id: int) -> set[int]:
