@@ -30,6 +30,9 @@ class RecordingTransport:
     def deliver(self, node_id: int, delivery: Delivery) -> None:
         self.deliveries.append((node_id, delivery))
 
+    def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
+        return Peer(node_id, address, service, groups)
+
 
 def mesh(
     count: int,
@@ -47,7 +50,7 @@ def mesh(
     sim = Simulator(seed=seed, network=network, wire_fidelity=wire_fidelity)
     static = config.membership.exchange_interval_s == 0
     directory = PeerDirectory(Peer(i, str(i)) for i in range(1, count + 1)) if static else None
-    seeds = () if static else ("1",)
+    seeds = () if static else (Peer(1, "1"),)
     sim.add_nodes(
         count,
         lambda i: Node(
@@ -111,4 +114,4 @@ def joining_mesh(
 def member_ids(sim: Simulator, node_id: int) -> set[int]:
     node = sim.node(node_id)
     assert node is not None
-    return {peer.node_id for peer in node.membership.members()}
+    return {peer.node_id for peer in node.membership.neighbors()}

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from gridmesh.node import Node, NodeConfig
-from gridmesh.protocols import Peer
+from gridmesh.protocols import Peer, Scope
 from gridmesh.protocols.membership import (
     MEMBERS_PER_MESSAGE_LIMIT,
     FullMembershipConfig,
@@ -82,13 +82,16 @@ def members(body: object, origin: int = 5) -> Envelope:
         [True],
         ["yes", []],
         [True, "entries"],
-        [True, [[0, "127.0.0.1:1", 1]]],  # node id 0
-        [True, [[-3, "127.0.0.1:1", 1]]],
-        [True, [[4, 17, 1]]],  # address not text
-        [True, [[4, "127.0.0.1:1", -1]]],  # negative heartbeat
-        [True, [[4, "x" * 300, 1]]],  # address too long
-        [True, [[4, "127.0.0.1:1"]]],
-        [True, [[4, "127.0.0.1:1", 1]] * (MEMBERS_PER_MESSAGE_LIMIT + 1)],
+        [True, [[0, "127.0.0.1:1", "meter", [], 1]]],  # node id 0
+        [True, [[-3, "127.0.0.1:1", "meter", [], 1]]],
+        [True, [[4, 17, "meter", [], 1]]],  # address not text
+        [True, [[4, "127.0.0.1:1", "meter", [], -1]]],  # negative heartbeat
+        [True, [[4, "x" * 300, "meter", [], 1]]],  # address too long
+        [True, [[4, "127.0.0.1:1", "m" * 65, [], 1]]],  # service too long
+        [True, [[4, "127.0.0.1:1", "meter", ["g"] * 17, 1]]],  # too many groups
+        [True, [[4, "127.0.0.1:1", "meter", [7], 1]]],  # a group that is not text
+        [True, [[4, "127.0.0.1:1", "meter", 1]]],  # a field missing
+        [True, [[4, "127.0.0.1:1", "meter", [], 1]] * (MEMBERS_PER_MESSAGE_LIMIT + 1)],
     ],
 )
 def test_a_malformed_member_list_is_refused_and_merges_nothing(body: object) -> None:
@@ -97,30 +100,41 @@ def test_a_malformed_member_list_is_refused_and_merges_nothing(body: object) -> 
     node.start(0.0)
     node.receive(members(body), "127.0.0.1:9005", 1.0)
     assert node.rejected == {"malformed": 1}
-    assert node.membership.members() == []
+    assert node.membership.neighbors() == []
 
 
 def test_a_member_list_merges_and_answers_when_a_reply_is_wanted() -> None:
     transport = RecordingTransport()
     node = members_node(transport)
     node.start(0.0)
-    node.receive(
-        members([True, [[5, "127.0.0.1:9005", 10], [6, "127.0.0.1:9006", 3]]]),
-        "127.0.0.1:9005",
-        1.0,
-    )
-    assert {p.node_id for p in node.membership.members()} == {5, 6}
+    entries = [
+        [5, "127.0.0.1:9005", "dtc", ["region:London"], 10],
+        [6, "127.0.0.1:9006", "meter", ["tariff:RTP"], 3],
+    ]
+    node.receive(members([True, entries]), "127.0.0.1:9005", 1.0)
+    assert {p.node_id for p in node.membership.neighbors()} == {5, 6}
+    (meter,) = node.membership.sample(5, scope=Scope(service="meter"))
+    assert meter.node_id == 6 and meter.groups == ("tariff:RTP",)
     (_, peer, reply) = transport.sent[-1]
     assert peer == Peer(5, "127.0.0.1:9005") and reply.kind is Kind.MEMBERS
     assert reply.body[0] is False  # type: ignore[index]
-    assert [1, "127.0.0.1:9001"] in [entry[:2] for entry in reply.body[1]]  # type: ignore[index]
+    assert [1, "127.0.0.1:9001", "node", []] in [e[:4] for e in reply.body[1]]  # type: ignore[index]
 
 
 def test_a_join_is_answered_with_the_member_list_at_the_joiners_address() -> None:
     transport = RecordingTransport()
     node = members_node(transport)
     node.start(0.0)
-    join = Envelope(Kind.JOIN, 2, 9, 9, "", 0, 0, [""])  # no advertised address: use the source
+    # No advertised address: the answer goes where the JOIN came from.
+    join = Envelope(Kind.JOIN, 2, 9, 9, "", 0, 0, [[9, "", "meter", [], 5]])
     node.receive(join, "127.0.0.1:9009", 1.0)
     assert transport.sent[-1][1] == Peer(9, "127.0.0.1:9009")
-    assert {p.node_id for p in node.membership.members()} == {9}
+    assert {p.node_id for p in node.membership.neighbors()} == {9}
+
+
+def test_a_join_that_describes_another_node_is_refused() -> None:
+    transport = RecordingTransport()
+    node = members_node(transport)
+    node.start(0.0)
+    node.receive(Envelope(Kind.JOIN, 2, 9, 9, "", 0, 0, [[8, "x:1", "", [], 5]]), "x:1", 1.0)
+    assert node.rejected == {"malformed": 1} and node.membership.neighbors() == []

@@ -13,6 +13,7 @@ import pytest
 
 from gridmesh.cli import main
 from gridmesh.node import NodeConfig
+from gridmesh.protocols import Peer
 from gridmesh.protocols.membership import FullMembershipConfig
 from gridmesh.runtime import ControlClient, NodeUnreachable, UdpNode, free_udp_ports
 from gridmesh.wire import Envelope, Kind, encode
@@ -37,14 +38,14 @@ def with_two_nodes(body: Callable[[UdpNode, UdpNode], Awaitable[T]]) -> T:
             node_id=2,
             listen=("127.0.0.1", port_b),
             config=FAST,
-            seeds=(a.advertise,),
+            seeds=(Peer(0, a.advertise),),
             rng=random.Random(2),
         )
         await a.start()
         await b.start()
         try:
-            await eventually(lambda: len(a.node.membership.members()) == 1)
-            await eventually(lambda: len(b.node.membership.members()) == 1)
+            await eventually(lambda: len(a.node.membership.neighbors()) == 1)
+            await eventually(lambda: len(b.node.membership.neighbors()) == 1)
             return await body(a, b)
         finally:
             a.close()

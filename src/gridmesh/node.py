@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-A ``Node`` owns one instance of each protocol (membership, dissemination),
-routes each incoming message to the protocol its ``kind`` names, keeps the
-node's timers, and counts what it refused. It is itself sans-I/O: a *driver*
-feeds it and carries out what it asks, through the ``Transport`` interface:
+A ``Node`` owns one instance of each protocol (one membership protocol, chosen
+by its configuration, and dissemination), routes each incoming message to the
+protocol whose ``KINDS`` hold its ``kind``, keeps the node's timers, and counts
+what it refused. It is itself sans-I/O: a *driver* feeds it and carries out
+what it asks, through the ``Transport`` interface:
 
 * the driver calls ``start(now)`` once, then ``receive(message, source, now)``
   or ``receive_datagram(data, source, now)`` for every arrival, and
@@ -13,7 +14,8 @@ feeds it and carries out what it asks, through the ``Transport`` interface:
 * the node calls ``transport.send(node_id, peers, message)`` to send,
   ``transport.wake_at(node_id, when)`` to be woken (spurious or duplicate
   wake-ups are harmless), and ``transport.deliver(node_id, delivery)`` to hand
-  a message to the application.
+  a message to the application, and ``transport.peer(...)`` to intern a
+  descriptor (the simulator shares one object per node among all views).
 
 The simulator (``gridmesh.sim``) and the asyncio runtime
 (``gridmesh.runtime``) are the two drivers. One ``Transport`` may serve many
@@ -29,12 +31,18 @@ import heapq
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
-from gridmesh.protocols import Delivery, Peer, RandomSource
+from gridmesh.protocols import Delivery, Membership, Peer, RandomSource
 from gridmesh.protocols.dissemination import PushGossip, PushGossipConfig
-from gridmesh.protocols.membership import FullMembership, FullMembershipConfig, PeerDirectory
+from gridmesh.protocols.membership import (
+    FullMembershipConfig,
+    MembershipConfig,
+    PeerDirectory,
+    check_profile,
+    make_membership,
+)
 from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, decode
 
 __all__ = ["Node", "NodeConfig", "Transport"]
@@ -46,8 +54,22 @@ class NodeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     message_bytes_max: int = Field(default=MESSAGE_BYTES_MAX, ge=512, le=MESSAGE_BYTES_MAX)
+    service: str = Field(default="node", description="what this node is: meter, dtc, dso, ...")
+    groups: tuple[str, ...] = Field(default=(), description="e.g. tariff:RTP, region:London")
     gossip: PushGossipConfig = PushGossipConfig()
-    membership: FullMembershipConfig = FullMembershipConfig()
+    membership: MembershipConfig = FullMembershipConfig()
+
+    @field_validator("groups")
+    @classmethod
+    def _profile_fits(cls, groups: tuple[str, ...], info: object) -> tuple[str, ...]:
+        check_profile("", groups)
+        return groups
+
+    @field_validator("service")
+    @classmethod
+    def _service_fits(cls, service: str) -> str:
+        check_profile(service, ())
+        return service
 
 
 class Transport(Protocol):
@@ -59,6 +81,8 @@ class Transport(Protocol):
 
     def deliver(self, node_id: int, delivery: Delivery) -> None: ...
 
+    def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer: ...
+
 
 _Timer = tuple[float, int, Callable[[float], None]]
 
@@ -68,7 +92,10 @@ class Node:
 
     __slots__ = (
         "_address",
+        "_me",
+        "_membership_kinds",
         "_node_id",
+        "_observe",
         "_rng",
         "_timer_seq",
         "_timers",
@@ -89,7 +116,7 @@ class Node:
         config: NodeConfig | None = None,
         address: str = "",
         directory: PeerDirectory | None = None,
-        seeds: tuple[str, ...] = (),
+        seeds: tuple[Peer, ...] = (),
     ) -> None:
         if not 0 < node_id <= UINT64_MAX:
             raise LocalProtocolError(f"node id must be in 1..2**64-1, got {node_id}")
@@ -102,10 +129,15 @@ class Node:
         self._timer_seq = 0
         self._wake_at = float("inf")
         self.rejected: dict[str, int] | None = None
-        self.membership = FullMembership(
-            self, self.config.membership, directory=directory, seeds=seeds
+        config = self.config
+        self._me = transport.peer(node_id, address, config.service, config.groups)
+        self.membership: Membership = make_membership(
+            self, config.membership, seeds=seeds, directory=directory
         )
-        self.gossip = PushGossip(self, self.config.gossip, self.membership)
+        self._membership_kinds = self.membership.KINDS
+        # The active view learns liveness from every message; other memberships need not.
+        self._observe = getattr(self.membership, "observe", None)
+        self.gossip = PushGossip(self, config.gossip, self.membership)
 
     # -- the Host interface protocols use ------------------------------------
 
@@ -120,6 +152,13 @@ class Node:
     @property
     def rng(self) -> RandomSource:
         return self._rng
+
+    @property
+    def me(self) -> Peer:
+        return self._me
+
+    def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
+        return self._transport.peer(node_id, address, service, groups)
 
     def send(self, peers: Sequence[Peer], message: Envelope) -> None:
         self._transport.send(self._node_id, peers, message)
@@ -184,13 +223,13 @@ class Node:
         kind = message.kind
         try:
             if kind is Kind.GOSSIP:
+                if self._observe is not None:
+                    self._observe(message.sender, now)
                 self.gossip.on_gossip(message, now)
-            elif kind is Kind.MEMBERS:
-                self.membership.on_members(message, source, now)
-            elif kind is Kind.JOIN:
-                self.membership.on_join(message, source, now)
+            elif kind in self._membership_kinds:
+                self.membership.on_message(message, source, now)
             else:
-                raise MalformedMessage(f"a node does not accept {kind.name}", field="kind")
+                raise MalformedMessage(f"this node does not handle {kind.name}", field="kind")
         except RemoteProtocolError as error:
             self.note_rejected(error)
 
@@ -213,7 +252,7 @@ class Node:
     def stats(self) -> dict[str, int]:
         """Counters for monitoring: deliveries, duplicates, members, refusals by reason."""
         counters = {
-            "members": self.membership.size_estimate() - 1,
+            **self.membership.stats(),
             "delivered": self.gossip.delivered,
             "duplicates": self.gossip.duplicates,
             "relayed": self.gossip.relayed,

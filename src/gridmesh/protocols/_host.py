@@ -28,27 +28,54 @@ drivers of the same ``Node``, and a test forbids ``asyncio``, ``socket``,
 from __future__ import annotations
 
 from collections.abc import Callable, MutableSequence, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar
 
-from gridmesh.wire import Envelope
+from gridmesh.wire import Envelope, Kind
 
-__all__ = ["Delivery", "Host", "Peer", "PeerSampling", "RandomSource"]
+__all__ = [
+    "Delivery",
+    "Host",
+    "Membership",
+    "Peer",
+    "PeerSampling",
+    "RandomSource",
+    "Scope",
+    "new_envelope",
+]
 
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """A node as its neighbours know it.
+    """A node as its neighbours know it: its descriptor.
 
     ``node_id`` is the high-level address (0 while unknown, e.g. a seed we
     have only an address for); ``address`` is the transport address, opaque
     to protocols ("host:port" on UDP, the node id in the simulator).
+    ``service`` (e.g. "meter", "dtc") and ``groups`` (e.g. "tariff:RTP",
+    "region:London") are what the node advertises about itself (seed 000's
+    "peer scope or type", seed 002's groups); they take no part in equality.
     """
 
     node_id: int
     address: str
+    service: str = field(default="", compare=False)
+    groups: tuple[str, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which peers a caller wants: of one service type, in one group, or both."""
+
+    service: str | None = None
+    group: str | None = None
+
+    def admits(self, peer: Peer) -> bool:
+        return (self.service is None or peer.service == self.service) and (
+            self.group is None or self.group in peer.groups
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +123,51 @@ class Host(Protocol):
 
     def new_message_id(self) -> int: ...
 
+    def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
+        """The descriptor for these values, shared where the driver can share it."""
+        ...
+
+    @property
+    def me(self) -> Peer:
+        """This node's own descriptor."""
+        ...
+
 
 class PeerSampling(Protocol):
-    """Uniform random peers for dissemination and aggregation to talk to."""
+    """Random peers for dissemination and aggregation to talk to."""
 
-    def sample(self, count: int, exclude: int = 0) -> list[Peer]:
-        """Up to ``count`` distinct live-looking peers, never this node nor ``exclude``."""
+    def sample(self, count: int, exclude: int = 0, scope: Scope | None = None) -> list[Peer]:
+        """Up to ``count`` distinct peers, never this node nor ``exclude``, all within ``scope``."""
         ...
 
-    def size_estimate(self) -> int:
-        """This node's estimate of how many nodes the system has, itself included."""
+    def neighbors(self) -> list[Peer]:
+        """The peers this node currently links to (its view), itself excluded."""
         ...
+
+
+class Membership(PeerSampling, Protocol):
+    """A membership protocol as a ``Node`` runs it."""
+
+    KINDS: ClassVar[frozenset[Kind]]
+
+    def start(self, now: float) -> None: ...
+
+    def on_message(self, message: Envelope, source: str, now: float) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+
+def new_envelope(
+    host: Host, kind: Kind, body: object, now: float, *, topic: str = "", hops_left: int = 0
+) -> Envelope:
+    """A new message from ``host``: a fresh id, this node as origin and sender."""
+    return Envelope(
+        kind=kind,
+        message_id=host.new_message_id(),
+        origin=host.node_id,
+        sender=host.node_id,
+        topic=topic,
+        created_us=max(0, int(now * 1e6)),
+        hops_left=hops_left,
+        body=body,
+    )

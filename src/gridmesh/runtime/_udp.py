@@ -41,6 +41,7 @@ log = logging.getLogger("gridmesh.node")
 #: How many recent deliveries a node remembers for "did you deliver X?" queries.
 DELIVERIES_KEPT_MAX = 10_000
 _ADDRESS_CACHE_MAX = 100_000
+_DESCRIPTORS_MAX = 100_000
 _RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 _CONTROL_KINDS = (Kind.CONTROL, Kind.CONTROL_REPLY)
 
@@ -54,13 +55,14 @@ class UdpNode(asyncio.DatagramProtocol):
         node_id: int,
         listen: tuple[str, int],
         config: NodeConfig | None = None,
-        seeds: tuple[str, ...] = (),
+        seeds: tuple[Peer, ...] = (),
         advertise: str | None = None,
         rng: random.Random | None = None,
         on_delivery: Callable[[Delivery], None] | None = None,
     ) -> None:
         self.listen = listen
         self.advertise = advertise or format_address(*listen)
+        self._descriptors: dict[int, Peer] = {}
         self.node = Node(
             node_id,
             transport=self,
@@ -135,6 +137,19 @@ class UdpNode(asyncio.DatagramProtocol):
                 continue
             self._socket.sendto(data, destination)
 
+    def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
+        known = self._descriptors.get(node_id)
+        if known is not None and (known.address, known.service, known.groups) == (
+            address,
+            service,
+            groups,
+        ):
+            return known
+        if len(self._descriptors) >= _DESCRIPTORS_MAX:
+            self._descriptors.clear()  # a cache: views keep the peers they hold
+        fresh = self._descriptors[node_id] = Peer(node_id, address, service, groups)
+        return fresh
+
     def wake_at(self, node_id: int, when: float) -> None:
         assert self._loop is not None, "start() the node before it runs timers"
         self._loop.call_later(max(0.0, when - time.time()), self._wake)
@@ -201,13 +216,13 @@ class UdpNode(asyncio.DatagramProtocol):
                 "ok": True,
                 "node_id": node.node_id,
                 "address": self.advertise,
-                "members": node.membership.size_estimate() - 1,
+                "members": len(node.membership.neighbors()),
                 "stats": self.stats(),
             }
         if op == "members":
             return {
                 "ok": True,
-                "members": [[p.node_id, p.address] for p in node.membership.members()],
+                "members": [[p.node_id, p.address] for p in node.membership.neighbors()],
             }
         if op == "broadcast":
             topic = request.get("topic", "BROADCAST")

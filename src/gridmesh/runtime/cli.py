@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from gridmesh.config import config_error, load_toml
 from gridmesh.errors import ConfigError
 from gridmesh.node import NodeConfig
-from gridmesh.protocols import Delivery
+from gridmesh.protocols import Delivery, Peer
 from gridmesh.runtime._address import format_address, parse_address
 from gridmesh.runtime._cluster import ClusterError, ProcessCluster
 from gridmesh.runtime._control import ControlClient, NodeUnreachable
@@ -118,7 +118,7 @@ def load_node_config(path: Path | None, args: argparse.Namespace) -> NodeConfig:
 
 def _node(args: argparse.Namespace) -> int:
     listen = parse_address(args.listen, field="--listen")
-    seeds = tuple(format_address(*parse_address(a, field="--join")) for a in args.join)
+    seeds = tuple(Peer(0, format_address(*parse_address(a, field="--join"))) for a in args.join)
     if args.advertise is not None:
         parse_address(args.advertise, field="--advertise")
     node_id = args.id if args.id is not None else secrets.randbits(63) + 1

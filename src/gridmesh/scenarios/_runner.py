@@ -16,7 +16,7 @@ from random import Random
 from gridmesh import __version__
 from gridmesh.node import Node
 from gridmesh.protocols import Delivery, Peer
-from gridmesh.protocols.membership import PeerDirectory
+from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
 from gridmesh.scenarios._report import percentiles, rounded
 from gridmesh.scenarios._schema import BroadcastSpec, Scenario
 from gridmesh.sim import Simulator
@@ -54,8 +54,7 @@ def run_scenario(
         wire_fidelity=scenario.simulation.wire_fidelity,
         message_bytes_max=config.message_bytes_max,
     )
-    make = _node_factory(scenario, sim)
-    sim.add_nodes(node_count, make)
+    _add_nodes(scenario, sim, seed)
 
     records = [_BroadcastRecord(b, scenario.origin_id(b), node_count) for b in scenario.broadcast]
     by_message: dict[int, _BroadcastRecord] = {}
@@ -72,13 +71,13 @@ def run_scenario(
     return _report(scenario, sim, seed, records)
 
 
-def _node_factory(scenario: Scenario, sim: Simulator) -> Callable[[int], Node]:
+def _add_nodes(scenario: Scenario, sim: Simulator, seed: int) -> None:
     config = scenario.node
-    if config.membership.exchange_interval_s == 0:
+    count = scenario.node_count
+    membership = config.membership
+    if isinstance(membership, FullMembershipConfig) and membership.exchange_interval_s == 0:
         # Static full membership: one shared directory serves every node.
-        directory = PeerDirectory(
-            Peer(node_id, str(node_id)) for node_id in range(1, scenario.node_count + 1)
-        )
+        directory = PeerDirectory(Peer(node_id, str(node_id)) for node_id in range(1, count + 1))
 
         def make_static(node_id: int) -> Node:
             return Node(
@@ -90,10 +89,15 @@ def _node_factory(scenario: Scenario, sim: Simulator) -> Callable[[int], Node]:
                 directory=directory,
             )
 
-        return make_static
-    seeds = ("1",)  # gossiped membership: everyone joins through node 1
+        sim.add_nodes(count, make_static)
+        return
+    bootstrap = scenario.bootstrap
+    rng = Random(f"gridmesh-bootstrap:{seed}")
+    contacts = [0] + [_contact(bootstrap.contact, node_id, rng) for node_id in range(2, count + 1)]
 
     def make_joining(node_id: int) -> Node:
+        contact = contacts[node_id - 1]
+        seeds = (Peer(contact, str(contact)),) if contact else ()
         return Node(
             node_id,
             transport=sim,
@@ -103,7 +107,16 @@ def _node_factory(scenario: Scenario, sim: Simulator) -> Callable[[int], Node]:
             seeds=seeds,
         )
 
-    return make_joining
+    for node_id in range(1, count + 1):
+        sim.add_nodes(1, make_joining, start_at=bootstrap.spread_s * (node_id - 1) / count)
+
+
+def _contact(rule: str, node_id: int, rng: Random) -> int:
+    if rule == "first":
+        return 1
+    if rule == "previous":
+        return node_id - 1
+    return 1 + int(rng.random() * (node_id - 1))
 
 
 def _schedule_broadcasts(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -13,6 +13,7 @@ from gridmesh.sim import NetworkConfig
 from gridmesh.wire import TOPIC_BYTES_MAX
 
 __all__ = [
+    "BootstrapSpec",
     "BroadcastSpec",
     "CrashSpec",
     "CrashedFractionSpec",
@@ -47,6 +48,18 @@ class SimulationSpec(_Spec):
     wire_fidelity: bool = Field(
         default=False, description="encode and decode every simulated message"
     )
+
+
+class BootstrapSpec(_Spec):
+    """How nodes find their first contact (partial-view and gossiped memberships).
+
+    ``first``: everyone contacts node 1 (a star); ``previous``: node i contacts
+    node i - 1 (a chain); ``random``: a random earlier node. Node i starts at
+    ``spread_s * (i - 1) / nodes``.
+    """
+
+    contact: Literal["first", "previous", "random"] = "first"
+    spread_s: float = Field(default=0.0, ge=0.0, le=_TIME_S_MAX)
 
 
 class CrashedFractionSpec(_Spec):
@@ -121,6 +134,7 @@ class Scenario(_Spec):
     simulation: SimulationSpec = SimulationSpec()
     roles: list[RoleSpec] = Field(min_length=1, max_length=1000)
     node: NodeConfig = NodeConfig()
+    bootstrap: BootstrapSpec = BootstrapSpec()
     network: NetworkConfig = NetworkConfig()
     faults: FaultsSpec = FaultsSpec()
     broadcast: list[BroadcastSpec] = Field(default_factory=list, max_length=100_000)

@@ -86,6 +86,7 @@ class Simulator:
         self._nodes: list[Node | None] = []
         self._factories: list[NodeFactory] = []
         self._addresses: list[str] = []
+        self._descriptors: list[Peer | None] = []  # the interned descriptor of each node
         self._group_of: Sequence[int] | None = None
         self.on_deliver: DeliveryObserver | None = None
         # Counters: what the report is made of.
@@ -115,6 +116,7 @@ class Simulator:
         ids = range(first, first + count)
         for node_id in ids:
             self._addresses.append(str(node_id))
+            self._descriptors.append(None)
             self._factories.append(make)
             self.sent_by_node.append(0)
             node = make(node_id)
@@ -193,6 +195,24 @@ class Simulator:
                 continue
             self._seq += 1
             push((now + latency(), self._seq, _DELIVER, dst, item, src))
+
+    def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
+        """One shared descriptor per node: every view that lists a node points at it."""
+        index = node_id - 1
+        table = self._descriptors
+        if 0 <= index < len(table):
+            known = table[index]
+            if known is not None and (known.address, known.service, known.groups) == (
+                address,
+                service,
+                groups,
+            ):
+                return known
+            fresh = Peer(node_id, address, service, groups)
+            if known is None:
+                table[index] = fresh
+            return fresh
+        return Peer(node_id, address, service, groups)
 
     def wake_at(self, node_id: int, when: float) -> None:
         self._push(max(when, self.now), _WAKE, node_id - 1, None, 0)

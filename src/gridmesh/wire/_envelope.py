@@ -59,8 +59,23 @@ class Kind(IntEnum):
     """What an envelope carries; decides which protocol handles it."""
 
     GOSSIP = 1  # dissemination: [fanout, payload]
-    JOIN = 2  # membership: [advertised_address]
-    MEMBERS = 3  # membership: [reply_wanted, [[node_id, address, heartbeat], ...]]
+    JOIN = 2  # full membership: [descriptor]
+    MEMBERS = 3  # full membership: [reply_wanted, [descriptor, ...]]
+    CYCLON_SHUFFLE = 4  # Cyclon: [[descriptor, ...]]
+    CYCLON_REPLY = 5  # Cyclon: [request_id, [descriptor, ...]]
+    NEWSCAST_EXCHANGE = 6  # Newscast: [descriptor, ...]
+    NEWSCAST_REPLY = 7  # Newscast: [descriptor, ...]
+    VIEW_JOIN = 8  # active view: [descriptor]
+    VIEW_FORWARD_JOIN = 9  # active view: [descriptor, ttl]
+    VIEW_CONNECT = 10  # active view: [descriptor]
+    VIEW_NEIGHBOR = 11  # active view: [descriptor, high_priority]
+    VIEW_NEIGHBOR_REPLY = 12  # active view: [request_id, accepted]
+    VIEW_DISCONNECT = 13  # active view: []
+    VIEW_SHUFFLE = 14  # active view: [origin_descriptor, ttl, [descriptor, ...]]
+    VIEW_SHUFFLE_REPLY = 15  # active view: [[descriptor, ...]]
+    PING = 16  # failure detection: [] or [on_behalf_of, probe_id]
+    PING_REQ = 17  # failure detection: [target_descriptor, probe_id]
+    ACK = 18  # failure detection: [probe_id, about_node_id]
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
     CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage
-from gridmesh.protocols._host import Host, PeerSampling
+from gridmesh.protocols._host import Host, PeerSampling, new_envelope
 from gridmesh.protocols._seen import SeenCache
 from gridmesh.wire import HOPS_MAX, Envelope, Kind, check_plain
 
@@ -87,15 +87,8 @@ class PushGossip:
             raise LocalProtocolError(f"hops must be in 1..{config.hops_max}, got {hops}")
         check_plain(payload)
         host = self._host
-        message = Envelope(
-            kind=Kind.GOSSIP,
-            message_id=host.new_message_id(),
-            origin=host.node_id,
-            sender=host.node_id,
-            topic=topic,
-            created_us=max(0, int(now * 1e6)),
-            hops_left=hops,
-            body=[fanout, payload],
+        message = new_envelope(
+            host, Kind.GOSSIP, [fanout, payload], now, topic=topic, hops_left=hops
         )
         self._seen.add((message.origin, message.message_id))
         host.send(self._peers.sample(fanout), message)

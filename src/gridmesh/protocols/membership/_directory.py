@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from gridmesh.protocols._host import Peer, RandomSource
+from gridmesh.protocols._host import Peer, RandomSource, Scope
 
 __all__ = ["PeerDirectory"]
 
@@ -56,12 +56,25 @@ class PeerDirectory:
             self._peers[position] = last
             self._index[last.node_id] = position
 
-    def sample(self, rng: RandomSource, count: int, exclude_a: int, exclude_b: int) -> list[Peer]:
-        """Up to ``count`` distinct peers drawn uniformly, none with an excluded id."""
+    def sample(
+        self,
+        rng: RandomSource,
+        count: int,
+        exclude_a: int,
+        exclude_b: int,
+        scope: Scope | None = None,
+    ) -> list[Peer]:
+        """Up to ``count`` distinct peers drawn uniformly, none excluded, all within ``scope``.
+
+        A scoped draw filters the whole directory: O(size) per call.
+        """
         peers = self._peers
         size = len(peers)
         if count <= 0 or size == 0:
             return []
+        if scope is not None:
+            peers = [p for p in peers if scope.admits(p)]
+            size = len(peers)
         if count * 3 >= size:
             # Dense: filter, then draw without replacement.
             eligible = [p for p in peers if p.node_id not in (exclude_a, exclude_b)]

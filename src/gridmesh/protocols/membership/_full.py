@@ -17,10 +17,10 @@ Minsky and Hayden's gossip-style failure detector (Middleware 1998):
 * a node joins by sending ``JOIN`` to any seed address; the seed adds it and
   answers with ``MEMBERS`` (a sample of what it knows, itself included). Until
   some peer is known the node repeats its ``JOIN`` every interval;
-* every ``exchange_interval_s`` a node raises its own heartbeat and sends
-  ``MEMBERS`` (its own entry plus up to ``members_per_message_max - 1`` others,
-  with their heartbeats) to one random peer, which merges it and answers in
-  kind (push-pull), so a new member reaches everyone in O(log n) intervals;
+* every ``exchange_interval_s`` a node sends ``MEMBERS`` (its own descriptor
+  plus up to ``members_per_message_max - 1`` others, each stamped with its
+  heartbeat) to one random peer, which merges it and answers in kind
+  (push-pull), so a new member reaches everyone in O(log n) intervals;
 * a member whose heartbeat has not risen for ``member_timeout_s`` of *local*
   time is removed, and a tombstone keeps its last heartbeat so stale gossip
   cannot bring it back; a restarted node returns because its heartbeat is its
@@ -34,12 +34,15 @@ sends is type-checked before anything is merged.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from gridmesh.errors import MalformedMessage
-from gridmesh.protocols._host import Host, Peer
+from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
+from gridmesh.protocols.membership._descriptors import descriptor, parse_descriptors
 from gridmesh.protocols.membership._directory import PeerDirectory
-from gridmesh.wire import ADDRESS_BYTES_MAX, UINT64_MAX, Envelope, Kind
+from gridmesh.wire import Envelope, Kind
 
 __all__ = ["MEMBERS_PER_MESSAGE_LIMIT", "FullMembership", "FullMembershipConfig"]
 
@@ -52,6 +55,7 @@ class FullMembershipConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    kind: Literal["full"] = "full"
     exchange_interval_s: float = Field(
         default=1.0, ge=0.0, le=3600.0, description="0 = static membership: no exchange, no expiry"
     )
@@ -63,6 +67,8 @@ class FullMembershipConfig(BaseModel):
 class FullMembership:
     """Peer sampling over a complete (static or gossiped) member list."""
 
+    KINDS: ClassVar[frozenset[Kind]] = frozenset({Kind.JOIN, Kind.MEMBERS})
+
     __slots__ = ("_config", "_directory", "_heard", "_host", "_seeds", "_tombstones")
 
     def __init__(
@@ -71,7 +77,7 @@ class FullMembership:
         config: FullMembershipConfig,
         *,
         directory: PeerDirectory | None = None,
-        seeds: tuple[str, ...] = (),
+        seeds: tuple[Peer, ...] = (),
     ) -> None:
         self._host = host
         self._config = config
@@ -87,17 +93,17 @@ class FullMembership:
 
     # -- peer sampling -------------------------------------------------------
 
-    def sample(self, count: int, exclude: int = 0) -> list[Peer]:
-        return self._directory.sample(self._host.rng, count, self._host.node_id, exclude)
+    def sample(self, count: int, exclude: int = 0, scope: Scope | None = None) -> list[Peer]:
+        return self._directory.sample(self._host.rng, count, self._host.node_id, exclude, scope)
 
-    def size_estimate(self) -> int:
-        directory = self._directory
-        return len(directory) + (0 if self._host.node_id in directory else 1)
-
-    def members(self) -> list[Peer]:
+    def neighbors(self) -> list[Peer]:
         """Every known peer, this node excluded."""
         me = self._host.node_id
         return [peer for peer in self._directory if peer.node_id != me]
+
+    def stats(self) -> dict[str, int]:
+        directory = self._directory
+        return {"view": len(directory) - (1 if self._host.node_id in directory else 0)}
 
     # -- life cycle ----------------------------------------------------------
 
@@ -114,9 +120,10 @@ class FullMembership:
 
     def _send_join(self, now: float) -> None:
         host = self._host
-        for address in self._seeds:
-            if address != host.address:
-                host.send((Peer(0, address),), self._envelope(Kind.JOIN, [host.address], now))
+        seeds = [s for s in self._seeds if s.node_id != host.node_id and s.address != host.address]
+        if seeds:
+            me = descriptor(host.me, self._heartbeat(now))
+            host.send(seeds, new_envelope(host, Kind.JOIN, [me], now))
 
     def _on_exchange_timer(self, now: float) -> None:
         config = self._config
@@ -140,26 +147,38 @@ class FullMembership:
 
     # -- messages ------------------------------------------------------------
 
-    def on_join(self, message: Envelope, source: str, now: float) -> None:
-        body = message.body
-        if type(body) is not list or len(body) != 1 or type(body[0]) is not str:
-            raise MalformedMessage("JOIN body must be [address]", field="body")
-        address = _check_address(body[0]) or source
-        if message.origin == 0:
-            raise MalformedMessage("JOIN from node id 0", field="origin")
-        self._merge(message.origin, address, self._tombstones.get(message.origin, 0) + 1, now)
-        self._send_members(Peer(message.origin, address), now, reply_wanted=False)
+    def on_message(self, message: Envelope, source: str, now: float) -> None:
+        if message.kind is Kind.JOIN:
+            self._on_join(message, source, now)
+        else:
+            self._on_members(message, source, now)
 
-    def on_members(self, message: Envelope, source: str, now: float) -> None:
-        reply_wanted, entries = _parse_members(message.body)
-        for node_id, address, heartbeat in entries:
-            self._merge(node_id, address, heartbeat, now)
-        if reply_wanted and message.origin != 0:
+    def _on_join(self, message: Envelope, source: str, now: float) -> None:
+        body = message.body
+        if type(body) is not list or len(body) != 1:
+            raise MalformedMessage("JOIN body must be [descriptor]", field="body")
+        ((joiner, heartbeat),) = parse_descriptors(self._host, body, entries_max=1)
+        if joiner.node_id != message.origin:
+            raise MalformedMessage("JOIN must describe its origin", field="body")
+        if not joiner.address:  # no advertised address: answer where it came from
+            joiner = self._host.peer(joiner.node_id, source, joiner.service, joiner.groups)
+        self._merge(joiner, max(heartbeat, self._tombstones.get(joiner.node_id, 0) + 1), now)
+        self._send_members(joiner, now, reply_wanted=False)
+
+    def _on_members(self, message: Envelope, source: str, now: float) -> None:
+        body = message.body
+        if type(body) is not list or len(body) != 2 or type(body[0]) is not bool:
+            raise MalformedMessage("MEMBERS body must be [reply_wanted, entries]", field="body")
+        entries = parse_descriptors(self._host, body[1], entries_max=MEMBERS_PER_MESSAGE_LIMIT)
+        for peer, heartbeat in entries:
+            self._merge(peer, heartbeat, now)
+        if body[0] and message.origin != 0:
             known = self._directory.get(message.origin)
             peer = known if known is not None else Peer(message.origin, source)
             self._send_members(peer, now, reply_wanted=False)
 
-    def _merge(self, node_id: int, address: str, heartbeat: int, now: float) -> None:
+    def _merge(self, peer: Peer, heartbeat: int, now: float) -> None:
+        node_id = peer.node_id
         if node_id == self._host.node_id or not self.gossiped:
             return
         buried = self._tombstones.get(node_id)
@@ -171,60 +190,17 @@ class FullMembership:
         if known is None:
             if len(self._directory) >= self._config.members_max:
                 return
-            self._directory.add(Peer(node_id, address))
+            self._directory.add(peer)
             self._heard[node_id] = (heartbeat, now)
         elif heartbeat > known[0]:
             self._heard[node_id] = (heartbeat, now)
-            current = self._directory.get(node_id)
-            if current is not None and current.address != address:
-                self._directory.add(Peer(node_id, address))
+            if self._directory.get(node_id) is not peer:
+                self._directory.add(peer)  # it moved, or changed what it advertises
 
     def _send_members(self, peer: Peer, now: float, *, reply_wanted: bool) -> None:
         host = self._host
         others = self.sample(self._config.members_per_message_max - 1, exclude=peer.node_id)
         heard = self._heard
-        entries: list[list[object]] = [[host.node_id, host.address, self._heartbeat(now)]]
-        entries.extend([p.node_id, p.address, heard.get(p.node_id, (0, now))[0]] for p in others)
-        host.send((peer,), self._envelope(Kind.MEMBERS, [reply_wanted, entries], now))
-
-    def _envelope(self, kind: Kind, body: object, now: float) -> Envelope:
-        host = self._host
-        return Envelope(
-            kind=kind,
-            message_id=host.new_message_id(),
-            origin=host.node_id,
-            sender=host.node_id,
-            topic="",
-            created_us=max(0, int(now * 1e6)),
-            hops_left=0,
-            body=body,
-        )
-
-
-def _check_address(address: str) -> str:
-    if len(address.encode()) > ADDRESS_BYTES_MAX:
-        raise MalformedMessage(f"address longer than {ADDRESS_BYTES_MAX} bytes", field="body")
-    return address
-
-
-def _parse_members(body: object) -> tuple[bool, list[tuple[int, str, int]]]:
-    if type(body) is not list or len(body) != 2 or type(body[0]) is not bool:
-        raise MalformedMessage("MEMBERS body must be [reply_wanted, entries]", field="body")
-    entries = body[1]
-    if type(entries) is not list or len(entries) > MEMBERS_PER_MESSAGE_LIMIT:
-        raise MalformedMessage(
-            f"MEMBERS entries must be a list of at most {MEMBERS_PER_MESSAGE_LIMIT}", field="body"
-        )
-    parsed: list[tuple[int, str, int]] = []
-    for entry in entries:
-        if type(entry) is not list or len(entry) != 3:
-            raise MalformedMessage("member entry must be [node_id, address, heartbeat]")
-        node_id, address, heartbeat = entry
-        if type(node_id) is not int or not 0 < node_id <= UINT64_MAX:
-            raise MalformedMessage("member node_id must be a positive 64-bit integer")
-        if type(address) is not str:
-            raise MalformedMessage("member address must be text")
-        if type(heartbeat) is not int or not 0 <= heartbeat <= UINT64_MAX:
-            raise MalformedMessage("member heartbeat must be an unsigned 64-bit integer")
-        parsed.append((node_id, _check_address(address), heartbeat))
-    return body[0], parsed
+        entries = [descriptor(host.me, self._heartbeat(now))]
+        entries += [descriptor(p, heard.get(p.node_id, (0, now))[0]) for p in others]
+        host.send((peer,), new_envelope(host, Kind.MEMBERS, [reply_wanted, entries], now))

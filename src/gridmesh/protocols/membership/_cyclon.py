@@ -1,0 +1,219 @@
+"""Cyclon: a partial view kept fresh by enhanced shuffling.
+
+Theory of operation
+-------------------
+Seed 003 (ReDy, section 2) keeps its overlay with the enhanced shuffling of
+Voulgaris, Gavidia and van Steen (J. Network Syst. Manage. 2005). Each node
+holds a *view* of at most ``view_size`` (c) descriptors, each with an *age*.
+Every ``shuffle_interval_s`` a node P:
+
+1. adds one to the age of every entry;
+2. picks the entry Q with the highest age, **removes it**, and picks
+   ``shuffle_length - 1`` (L - 1) other entries at random;
+3. sends Q those entries plus its own descriptor with age 0 (``SHUFFLE``).
+
+Q answers with up to L random entries of its own (``SHUFFLE_REPLY``, never
+P's own entry), then merges what P sent. Merging (both sides) skips entries
+for the merging node itself or already in the view, fills empty slots first,
+then overwrites the entries it just sent to the other side, and drops the
+rest. So every shuffle *reverses* the link P→Q into Q→P: in-degrees stay
+balanced, and views converge to uniform random samples of the live nodes.
+
+Failure handling is implicit, as the paper intends: Q left P's view when it was
+picked, so a dead Q simply never comes back; dead entries age and are picked
+first. Joining needs one contact (ReDy: "a node has just to find one node"):
+a node whose view is empty sends a shuffle with only its own descriptor to a
+seed, which may be known by address only. Leaving needs nothing.
+
+A reply is matched to its request by the request's message id; at most
+``PENDING_MAX`` requests are remembered, so a node cannot be made to grow
+state by shuffles that never get answered.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gridmesh.errors import MalformedMessage
+from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
+from gridmesh.protocols.membership._descriptors import descriptor, parse_descriptors
+from gridmesh.wire import Envelope, Kind
+
+__all__ = ["AGE_MAX", "PENDING_MAX", "VIEW_SIZE_MAX", "Cyclon", "CyclonConfig"]
+
+VIEW_SIZE_MAX = 1000
+#: Ages above this are refused: a view entry that old would have been shuffled out long ago.
+AGE_MAX = 1_000_000
+PENDING_MAX = 8
+
+
+class CyclonConfig(BaseModel):
+    """View size c, shuffle length L and the shuffle period."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["cyclon"] = "cyclon"
+    view_size: int = Field(default=20, ge=2, le=VIEW_SIZE_MAX)
+    shuffle_length: int = Field(default=8, ge=1, le=VIEW_SIZE_MAX)
+    shuffle_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _shorter_than_view(self) -> CyclonConfig:
+        if self.shuffle_length >= self.view_size:
+            raise ValueError("shuffle_length must be smaller than view_size (L < c)")
+        return self
+
+
+class Cyclon:
+    """One node's Cyclon view."""
+
+    KINDS: ClassVar[frozenset[Kind]] = frozenset({Kind.CYCLON_SHUFFLE, Kind.CYCLON_REPLY})
+
+    __slots__ = ("_ages", "_config", "_host", "_peers", "_pending", "_seeds", "replies", "shuffles")
+
+    def __init__(self, host: Host, config: CyclonConfig, *, seeds: tuple[Peer, ...] = ()) -> None:
+        self._host = host
+        self._config = config
+        self._seeds = seeds
+        # The view: parallel lists, so an entry costs two references (peers are interned).
+        self._peers: list[Peer] = []
+        self._ages: list[int] = []
+        # request message id -> node ids sent in it (replacement candidates for the reply)
+        self._pending: dict[int, list[int]] = {}
+        self.shuffles = 0
+        self.replies = 0
+
+    # -- peer sampling -------------------------------------------------------
+
+    def sample(self, count: int, exclude: int = 0, scope: Scope | None = None) -> list[Peer]:
+        eligible = [
+            p for p in self._peers if p.node_id != exclude and (scope is None or scope.admits(p))
+        ]
+        if count >= len(eligible):
+            self._host.rng.shuffle(eligible)
+            return eligible
+        return self._host.rng.sample(eligible, count)
+
+    def neighbors(self) -> list[Peer]:
+        return list(self._peers)
+
+    def ages(self) -> list[int]:
+        """Ages of the view entries, in the order of ``neighbors()``."""
+        return list(self._ages)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "view": len(self._peers),
+            "shuffles": self.shuffles,
+            "shuffle_replies": self.replies,
+        }
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        me = self._host.node_id
+        for seed in self._seeds:
+            if seed.node_id not in (0, me) and len(self._peers) < self._config.view_size:
+                self._add(seed, 0)
+        interval = self._config.shuffle_interval_s
+        # A random phase, so that nodes started together do not shuffle in lockstep.
+        self._host.call_at(now + interval * self._host.rng.random(), self._on_timer)
+
+    def _on_timer(self, now: float) -> None:
+        self._shuffle(now)
+        self._host.call_at(now + self._config.shuffle_interval_s, self._on_timer)
+
+    def _shuffle(self, now: float) -> None:
+        host = self._host
+        peers, ages = self._peers, self._ages
+        if not peers:
+            seeds = [s for s in self._seeds if s.node_id != host.node_id]
+            if seeds:  # (re)join through a seed with our own descriptor only
+                target = seeds[int(host.rng.random() * len(seeds))]
+                self._send_shuffle(target, [descriptor(host.me, 0)], [], now)
+            return
+        for index in range(len(ages)):
+            ages[index] += 1
+        oldest = max(range(len(ages)), key=ages.__getitem__)
+        target = peers.pop(oldest)
+        ages.pop(oldest)
+        chosen = host.rng.sample(
+            range(len(peers)), min(self._config.shuffle_length - 1, len(peers))
+        )
+        entries: list[object] = [descriptor(host.me, 0)]
+        entries += [descriptor(peers[i], ages[i]) for i in chosen]
+        self._send_shuffle(target, entries, [peers[i].node_id for i in chosen], now)
+
+    def _send_shuffle(
+        self, target: Peer, entries: list[object], sent: list[int], now: float
+    ) -> None:
+        host = self._host
+        message = new_envelope(host, Kind.CYCLON_SHUFFLE, [entries], now)
+        pending = self._pending
+        if len(pending) >= PENDING_MAX:
+            del pending[next(iter(pending))]
+        pending[message.message_id] = sent
+        self.shuffles += 1
+        host.send((target,), message)
+
+    # -- messages ------------------------------------------------------------
+
+    def on_message(self, message: Envelope, source: str, now: float) -> None:
+        limit = self._config.shuffle_length
+        body = message.body
+        if message.kind is Kind.CYCLON_SHUFFLE:
+            if type(body) is not list or len(body) != 1:
+                raise MalformedMessage("SHUFFLE body must be [entries]", field="body")
+            received = parse_descriptors(self._host, body[0], entries_max=limit, stamp_max=AGE_MAX)
+            self._answer(message, received, source, now)
+        else:
+            if type(body) is not list or len(body) != 2 or type(body[0]) is not int:
+                raise MalformedMessage("SHUFFLE_REPLY body must be [request_id, entries]")
+            received = parse_descriptors(self._host, body[1], entries_max=limit, stamp_max=AGE_MAX)
+            self.replies += 1
+            self._merge(received, self._pending.pop(body[0], []))
+
+    def _answer(
+        self, message: Envelope, received: list[tuple[Peer, int]], source: str, now: float
+    ) -> None:
+        host = self._host
+        requester = message.origin
+        if requester in (0, host.node_id):
+            raise MalformedMessage("SHUFFLE from an invalid origin", field="origin")
+        peers = self._peers
+        candidates = [i for i, p in enumerate(peers) if p.node_id != requester]
+        chosen = host.rng.sample(candidates, min(self._config.shuffle_length, len(candidates)))
+        entries = [descriptor(peers[i], self._ages[i]) for i in chosen]
+        sent = [peers[i].node_id for i in chosen]
+        requester_peer = next((p for p, _ in received if p.node_id == requester), None)
+        reply_to = requester_peer if requester_peer is not None else Peer(requester, source)
+        host.send(
+            (reply_to,), new_envelope(host, Kind.CYCLON_REPLY, [message.message_id, entries], now)
+        )
+        self._merge(received, sent)
+
+    def _merge(self, received: list[tuple[Peer, int]], sent: list[int]) -> None:
+        me = self._host.node_id
+        peers, ages = self._peers, self._ages
+        view_size = self._config.view_size
+        replaceable = list(sent)
+        for peer, age in received:
+            node_id = peer.node_id
+            if node_id == me or any(p.node_id == node_id for p in peers):
+                continue
+            if len(peers) < view_size:
+                self._add(peer, age)
+                continue
+            while replaceable:
+                victim = replaceable.pop()
+                position = next((i for i, p in enumerate(peers) if p.node_id == victim), -1)
+                if position >= 0:
+                    peers[position] = peer
+                    ages[position] = age
+                    break
+
+    def _add(self, peer: Peer, age: int) -> None:
+        self._peers.append(peer)
+        self._ages.append(age)

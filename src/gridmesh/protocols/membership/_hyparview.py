@@ -1,0 +1,512 @@
+"""A robust active view: HyParView with SWIM-style probing of its links.
+
+Theory of operation
+-------------------
+Cyclon and Newscast give a node a random sample of the system, but a dead
+entry stays in a view until shuffling flushes it, and after a massive failure a
+survivor whose sample held only dead nodes is cut off (plain Cyclon keeps ~79%
+of survivors connected after 95% fail). Dissemination needs better: a few
+links that are *known* to be alive, repaired at once. This module follows
+HyParView (Leitão, Pereira, Rodrigues, DSN 2007) and adds failure detection on
+its links in the style of SWIM (Das, Gupta, Motivala, DSN 2002).
+
+**Two views.** The *active view* (``active_size``, ~5) holds symmetric links:
+if A lists B, B lists A. Dissemination sends over these. The *passive view*
+(``passive_size``, 60 here) is a larger random sample of other nodes, kept by a
+periodic random-walk shuffle; it is where replacements come from.
+
+**Joining.** A node sends ``JOIN`` to one contact. The contact takes it into its
+active view (dropping a random neighbour with ``DISCONNECT`` if full), answers
+``CONNECT`` so the link is symmetric, and sends ``FORWARD_JOIN(new, ttl =
+active_walk_length)`` to its other neighbours. Each hop forwards the walk to a
+random neighbour; at ``ttl == passive_walk_length`` the node also puts the
+newcomer in its passive view; where the walk ends (ttl 0, or a node with no
+other neighbour) the newcomer enters the active view and gets a ``CONNECT``.
+
+**Failure detection (SWIM-style, per active link).** Any message from a
+neighbour proves it alive. Every ``probe_interval_s`` a node checks each
+neighbour: silent for one interval, it gets a ``PING``; silent for two, up to
+``indirect_probes`` other neighbours are asked to ping it too (``PING_REQ``;
+they relay the ``ACK``), so a lossy direct path alone cannot condemn it;
+silent for ``failure_timeout_s``, it is declared failed and dropped from both
+views. With 5% loss a healthy neighbour is condemned only if a whole
+``failure_timeout_s`` window of direct and indirect probes is lost (about
+(0.1 · 0.19²)^3 per window with the defaults): false suspicion is rare.
+Suspicion is local to the link and never disseminated.
+
+**Repair.** While the active view is short, the node sends ``NEIGHBOR``
+requests to random passive entries, at most one per free slot at a time. A
+request is *high priority* when the active view is empty, and then is always
+accepted (the receiver drops a random neighbour if it must); otherwise it is
+accepted only if the receiver has room. A candidate that does not answer
+within ``neighbor_timeout_s`` is removed from the passive view. A node whose
+passive view is exhausted and whose active view is empty joins again through
+a seed.
+
+**Passive view upkeep.** Every ``shuffle_interval_s`` a node sends its own
+descriptor plus ``shuffle_active`` active and ``shuffle_passive`` passive
+entries on a random walk of ``active_walk_length`` hops; the node where it
+ends answers with as many of its passive entries, and both keep what they
+received, overwriting first what they sent. Any node that contacts us
+(``JOIN``, ``NEIGHBOR``, a shuffle) is alive and is remembered in the passive
+view. That last rule and a passive view twice HyParView's 30 are what carry
+the overlay through 95% failures: a survivor has a live passive entry with
+probability 1 - 0.95^60 = 95%, and most of the rest are contacted by one of
+the ~3 survivors that list them.
+
+Rules that never bend: a node is never in its own views, never in both views
+at once, and the views never exceed their sizes; every descriptor a peer
+sends is checked before it is stored.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gridmesh.errors import MalformedMessage
+from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
+from gridmesh.protocols.membership._descriptors import (
+    descriptor,
+    parse_descriptor,
+    parse_descriptors,
+)
+from gridmesh.wire import Envelope, Kind
+
+__all__ = ["HyParView", "HyParViewConfig"]
+
+_VIEW_MAX = 1000
+_WALK_MAX = 32
+_INDIRECT_PENDING_MAX = 64
+
+
+class HyParViewConfig(BaseModel):
+    """Sizes, walk lengths and timing of the active view."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["hyparview"] = "hyparview"
+    active_size: int = Field(default=5, ge=1, le=64)
+    passive_size: int = Field(default=60, ge=1, le=_VIEW_MAX)
+    active_walk_length: int = Field(default=6, ge=1, le=_WALK_MAX)
+    passive_walk_length: int = Field(default=3, ge=0, le=_WALK_MAX)
+    shuffle_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    shuffle_active: int = Field(default=3, ge=0, le=64)
+    shuffle_passive: int = Field(default=4, ge=0, le=_VIEW_MAX)
+    probe_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    indirect_probes: int = Field(default=2, ge=0, le=16)
+    failure_timeout_s: float = Field(default=4.0, gt=0.0, le=86_400.0)
+    neighbor_timeout_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HyParViewConfig:
+        if self.passive_walk_length > self.active_walk_length:
+            raise ValueError("passive_walk_length must not exceed active_walk_length")
+        if self.failure_timeout_s <= 2 * self.probe_interval_s:
+            raise ValueError("failure_timeout_s must exceed two probe intervals")
+        return self
+
+
+class HyParView:
+    """One node's active and passive views."""
+
+    KINDS: ClassVar[frozenset[Kind]] = frozenset(
+        {
+            Kind.VIEW_JOIN,
+            Kind.VIEW_FORWARD_JOIN,
+            Kind.VIEW_CONNECT,
+            Kind.VIEW_NEIGHBOR,
+            Kind.VIEW_NEIGHBOR_REPLY,
+            Kind.VIEW_DISCONNECT,
+            Kind.VIEW_SHUFFLE,
+            Kind.VIEW_SHUFFLE_REPLY,
+            Kind.PING,
+            Kind.PING_REQ,
+            Kind.ACK,
+        }
+    )
+
+    __slots__ = (
+        "_active",
+        "_config",
+        "_heard",
+        "_host",
+        "_indirect",
+        "_passive",
+        "_requests",
+        "_seeds",
+        "_shuffled",
+        "failures",
+        "joins",
+    )
+
+    def __init__(
+        self, host: Host, config: HyParViewConfig, *, seeds: tuple[Peer, ...] = ()
+    ) -> None:
+        self._host = host
+        self._config = config
+        self._seeds = seeds
+        self._active: list[Peer] = []
+        self._passive: list[Peer] = []
+        self._heard: dict[int, float] = {}  # active neighbour -> last time it was heard from
+        self._requests: dict[int, tuple[Peer, float]] = {}  # NEIGHBOR id -> (candidate, sent at)
+        self._indirect: dict[int, list[Peer]] = {}  # pinged for others: target -> requesters
+        self._shuffled: list[int] = []  # node ids sent in our last shuffle
+        self.failures = 0
+        self.joins = 0
+
+    # -- peer sampling -------------------------------------------------------
+
+    def sample(self, count: int, exclude: int = 0, scope: Scope | None = None) -> list[Peer]:
+        eligible = [
+            p for p in self._active if p.node_id != exclude and (scope is None or scope.admits(p))
+        ]
+        self._host.rng.shuffle(eligible)
+        return eligible[:count]
+
+    def neighbors(self) -> list[Peer]:
+        return list(self._active)
+
+    def passive(self) -> list[Peer]:
+        return list(self._passive)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "view": len(self._active),
+            "passive_view": len(self._passive),
+            "failures_detected": self.failures,
+            "joins": self.joins,
+        }
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        host, config = self._host, self._config
+        self._join(now)
+        host.call_at(now + config.probe_interval_s * host.rng.random(), self._on_probe_timer)
+        host.call_at(now + config.shuffle_interval_s * host.rng.random(), self._on_shuffle_timer)
+
+    def _join(self, now: float) -> None:
+        host = self._host
+        seeds = [s for s in self._seeds if s.node_id != host.node_id and s.address != host.address]
+        if seeds:
+            contact = seeds[int(host.rng.random() * len(seeds))]
+            self.joins += 1
+            host.send((contact,), new_envelope(host, Kind.VIEW_JOIN, [self._me()], now))
+
+    def _me(self) -> list[object]:
+        return descriptor(self._host.me, 0)
+
+    def _on_probe_timer(self, now: float) -> None:
+        self._probe(now)
+        self._repair(now)
+        self._host.call_at(now + self._config.probe_interval_s, self._on_probe_timer)
+
+    def _on_shuffle_timer(self, now: float) -> None:
+        self._shuffle(now)
+        self._host.call_at(now + self._config.shuffle_interval_s, self._on_shuffle_timer)
+
+    # -- failure detection ---------------------------------------------------
+
+    def _probe(self, now: float) -> None:
+        host, config = self._host, self._config
+        interval = config.probe_interval_s
+        for peer in list(self._active):
+            silence = now - self._heard.get(peer.node_id, now)
+            if silence >= config.failure_timeout_s:
+                self._fail(peer)
+                continue
+            if silence < interval:
+                continue
+            host.send((peer,), new_envelope(host, Kind.PING, [], now))
+            if silence >= 2 * interval and config.indirect_probes:
+                helpers = [p for p in self._active if p.node_id != peer.node_id]
+                host.rng.shuffle(helpers)
+                request = new_envelope(host, Kind.PING_REQ, [descriptor(peer, 0)], now)
+                host.send(helpers[: config.indirect_probes], request)
+
+    def _fail(self, peer: Peer) -> None:
+        self.failures += 1
+        self._remove_active(peer.node_id)
+        self._remove_passive(peer.node_id)
+
+    # -- repair --------------------------------------------------------------
+
+    def _repair(self, now: float) -> None:
+        host, config = self._host, self._config
+        for request_id, (candidate, sent_at) in list(self._requests.items()):
+            if now - sent_at >= config.neighbor_timeout_s:
+                del self._requests[request_id]
+                self._remove_passive(candidate.node_id)  # it did not answer: presumed dead
+        wanted = config.active_size - len(self._active) - len(self._requests)
+        if wanted <= 0:
+            return
+        asked = {candidate.node_id for candidate, _ in self._requests.values()}
+        candidates = [p for p in self._passive if p.node_id not in asked]
+        if not candidates:
+            if not self._active and not self._requests:
+                self._join(now)
+            return
+        high = not self._active
+        for candidate in host.rng.sample(candidates, min(wanted, len(candidates))):
+            request = new_envelope(host, Kind.VIEW_NEIGHBOR, [self._me(), high], now)
+            self._requests[request.message_id] = (candidate, now)
+            host.send((candidate,), request)
+
+    # -- passive view upkeep -------------------------------------------------
+
+    def _shuffle(self, now: float) -> None:
+        host, config = self._host, self._config
+        if not self._active:
+            return
+        target = self._active[int(host.rng.random() * len(self._active))]
+        others = [p for p in self._active if p.node_id != target.node_id]
+        chosen = _pick(host, others, config.shuffle_active)
+        chosen += _pick(host, self._passive, config.shuffle_passive)
+        self._shuffled = [p.node_id for p in chosen]
+        entries = [descriptor(p, 0) for p in chosen]
+        body = [self._me(), config.active_walk_length, entries]
+        host.send((target,), new_envelope(host, Kind.VIEW_SHUFFLE, body, now))
+
+    def _keep_passive(self, received: list[Peer], replaceable: list[int]) -> None:
+        """Store ``received`` in the passive view, overwriting ``replaceable`` ids first."""
+        host = self._host
+        passive = self._passive
+        size = self._config.passive_size
+        spare = list(replaceable)
+        for peer in received:
+            node_id = peer.node_id
+            if node_id == host.node_id or self._position(self._active, node_id) >= 0:
+                continue
+            if self._position(passive, node_id) >= 0:
+                continue
+            if len(passive) < size:
+                passive.append(peer)
+                continue
+            slot = -1
+            while spare and slot < 0:
+                slot = self._position(passive, spare.pop())
+            if slot < 0:
+                slot = int(host.rng.random() * len(passive))
+            passive[slot] = peer
+
+    # -- messages ------------------------------------------------------------
+
+    def observe(self, sender: int, now: float) -> None:
+        """Any message from an active neighbour proves it alive."""
+        if sender in self._heard:
+            self._heard[sender] = now
+
+    def on_message(self, message: Envelope, source: str, now: float) -> None:
+        if message.sender in (0, self._host.node_id):
+            raise MalformedMessage("active-view message from an invalid sender", field="sender")
+        self.observe(message.sender, now)
+        body = message.body
+        if type(body) is not list:
+            raise MalformedMessage("active-view body must be a list", field="body")
+        kind = message.kind
+        if kind is Kind.PING:
+            self._on_ping(message, source, now)
+        elif kind is Kind.ACK:
+            self._on_ack(message, body, now)
+        elif kind is Kind.PING_REQ:
+            self._on_ping_req(message, body, source, now)
+        elif kind is Kind.VIEW_NEIGHBOR_REPLY:
+            self._on_neighbor_reply(message, body, now)
+        elif kind is Kind.VIEW_DISCONNECT:
+            self._on_disconnect(message)
+        elif kind is Kind.VIEW_SHUFFLE:
+            self._on_shuffle(message, body, now)
+        elif kind is Kind.VIEW_SHUFFLE_REPLY:
+            if len(body) != 1:
+                raise MalformedMessage("SHUFFLE_REPLY body must be [entries]", field="body")
+            entries = parse_descriptors(self._host, body[0], entries_max=self._entries_max())
+            self._keep_passive([peer for peer, _ in entries], self._shuffled)
+        elif kind is Kind.VIEW_FORWARD_JOIN:
+            self._on_forward_join(message, body, now)
+        elif kind is Kind.VIEW_JOIN:
+            self._on_join(self._described(message, body, sender=True), now)
+        elif kind is Kind.VIEW_CONNECT:
+            self._add_active(self._described(message, body, sender=True), now)
+        else:
+            self._on_neighbor(message, self._described(message, body, sender=True), body, now)
+
+    def _described(self, message: Envelope, body: list[object], *, sender: bool) -> Peer:
+        """The descriptor a JOIN, FORWARD_JOIN, CONNECT or NEIGHBOR body starts with.
+
+        With ``sender``, it must describe the node that sent the message.
+        """
+        if not body:
+            raise MalformedMessage("expected a descriptor first", field="body")
+        peer, _ = parse_descriptor(self._host, body[0])
+        if sender and peer.node_id != message.sender:
+            raise MalformedMessage("descriptor does not match the sender", field="body")
+        if peer.node_id == self._host.node_id:
+            raise MalformedMessage("descriptor names the receiver itself", field="body")
+        return peer
+
+    def _on_join(self, newcomer: Peer, now: float) -> None:
+        host = self._host
+        others = [p for p in self._active if p.node_id != newcomer.node_id]
+        self._add_active(newcomer, now)
+        host.send((newcomer,), new_envelope(host, Kind.VIEW_CONNECT, [self._me()], now))
+        if others:
+            body = [descriptor(newcomer, 0), self._config.active_walk_length]
+            host.send(others, new_envelope(host, Kind.VIEW_FORWARD_JOIN, body, now))
+
+    def _on_forward_join(self, message: Envelope, body: list[object], now: float) -> None:
+        if len(body) != 2:
+            raise MalformedMessage("FORWARD_JOIN body must be [descriptor, ttl]")
+        ttl = _ttl(body[1])
+        newcomer = self._described(message, body, sender=False)
+        host = self._host
+        if self._position(self._active, newcomer.node_id) >= 0:
+            return
+        onward = [p for p in self._active if p.node_id not in (message.sender, newcomer.node_id)]
+        if ttl == 0 or not onward:
+            self._add_active(newcomer, now)
+            host.send((newcomer,), new_envelope(host, Kind.VIEW_CONNECT, [self._me()], now))
+            return
+        if ttl == self._config.passive_walk_length:
+            self._keep_passive([newcomer], [])
+        target = onward[int(host.rng.random() * len(onward))]
+        forward = new_envelope(host, Kind.VIEW_FORWARD_JOIN, [body[0], ttl - 1], now)
+        host.send((target,), forward)
+
+    def _on_neighbor(self, message: Envelope, sender: Peer, body: list[object], now: float) -> None:
+        if len(body) != 2 or type(body[1]) is not bool:
+            raise MalformedMessage("NEIGHBOR body must be [descriptor, high_priority]")
+        accepted = body[1] or len(self._active) < self._config.active_size
+        if accepted:
+            self._add_active(sender, now)
+        else:
+            self._keep_passive([sender], [])
+        host = self._host
+        reply = new_envelope(host, Kind.VIEW_NEIGHBOR_REPLY, [message.message_id, accepted], now)
+        host.send((sender,), reply)
+
+    def _on_neighbor_reply(self, message: Envelope, body: list[object], now: float) -> None:
+        if len(body) != 2 or type(body[0]) is not int or type(body[1]) is not bool:
+            raise MalformedMessage("NEIGHBOR_REPLY body must be [request_id, accepted]")
+        request = self._requests.pop(body[0], None)
+        if request is None or request[0].node_id != message.sender:
+            return  # late, or not ours: the slot was refilled or the request timed out
+        candidate = request[0]
+        if not body[1]:
+            return  # refused: it stays in the passive view, another candidate is tried
+        if len(self._active) < self._config.active_size:
+            self._add_active(candidate, now)
+        else:  # filled meanwhile: undo the link the other side just made
+            host = self._host
+            host.send((candidate,), new_envelope(host, Kind.VIEW_DISCONNECT, [], now))
+
+    def _on_disconnect(self, message: Envelope) -> None:
+        position = self._position(self._active, message.sender)
+        if position >= 0:
+            peer = self._active[position]
+            self._remove_active(peer.node_id)
+            self._keep_passive([peer], [])
+
+    def _on_shuffle(self, message: Envelope, body: list[object], now: float) -> None:
+        if len(body) != 3:
+            raise MalformedMessage("SHUFFLE body must be [descriptor, ttl, entries]")
+        ttl = _ttl(body[1])
+        host = self._host
+        origin, _ = parse_descriptor(host, body[0])
+        if origin.node_id == host.node_id:
+            return  # the walk came back to its start
+        entries = [p for p, _ in parse_descriptors(host, body[2], entries_max=self._entries_max())]
+        onward = [p for p in self._active if p.node_id not in (message.sender, origin.node_id)]
+        if ttl > 1 and onward:
+            target = onward[int(host.rng.random() * len(onward))]
+            forward = new_envelope(host, Kind.VIEW_SHUFFLE, [body[0], ttl - 1, body[2]], now)
+            host.send((target,), forward)
+            return
+        answer = _pick(host, self._passive, len(entries) + 1)
+        reply = new_envelope(
+            host, Kind.VIEW_SHUFFLE_REPLY, [[descriptor(p, 0) for p in answer]], now
+        )
+        host.send((origin,), reply)
+        self._keep_passive([origin, *entries], [p.node_id for p in answer])
+
+    def _on_ping(self, message: Envelope, source: str, now: float) -> None:
+        host = self._host
+        position = self._position(self._active, message.sender)
+        to = self._active[position] if position >= 0 else Peer(message.sender, source)
+        host.send((to,), new_envelope(host, Kind.ACK, [host.node_id], now))
+
+    def _on_ping_req(self, message: Envelope, body: list[object], source: str, now: float) -> None:
+        if len(body) != 1:
+            raise MalformedMessage("PING_REQ body must be [target descriptor]", field="body")
+        host = self._host
+        target, _ = parse_descriptor(host, body[0])
+        position = self._position(self._active, message.sender)
+        requester = self._active[position] if position >= 0 else Peer(message.sender, source)
+        waiting = self._indirect.get(target.node_id)
+        if waiting is None:
+            if len(self._indirect) >= _INDIRECT_PENDING_MAX:
+                del self._indirect[next(iter(self._indirect))]
+            waiting = self._indirect[target.node_id] = []
+        if len(waiting) < self._config.active_size and requester not in waiting:
+            waiting.append(requester)  # at most one requester per possible neighbour
+        host.send((target,), new_envelope(host, Kind.PING, [], now))
+
+    def _on_ack(self, message: Envelope, body: list[object], now: float) -> None:
+        about = body[0] if len(body) == 1 else None
+        if type(about) is not int:
+            raise MalformedMessage("ACK body must be [about_node_id]", field="body")
+        if about != message.sender:  # an indirect ack, relayed by a helper
+            self.observe(about, now)
+            return
+        waiting = self._indirect.pop(about, None)
+        if waiting:  # we pinged `about` for others: tell them it answered
+            host = self._host
+            host.send(waiting, new_envelope(host, Kind.ACK, [about], now))
+
+    # -- view bookkeeping ----------------------------------------------------
+
+    def _add_active(self, peer: Peer, now: float) -> None:
+        host = self._host
+        if peer.node_id == host.node_id or self._position(self._active, peer.node_id) >= 0:
+            return
+        if len(self._active) >= self._config.active_size:
+            victim = self._active[int(host.rng.random() * len(self._active))]
+            self._remove_active(victim.node_id)
+            self._keep_passive([victim], [])
+            host.send((victim,), new_envelope(host, Kind.VIEW_DISCONNECT, [], now))
+        self._remove_passive(peer.node_id)
+        self._active.append(peer)
+        self._heard[peer.node_id] = now
+
+    def _remove_active(self, node_id: int) -> None:
+        position = self._position(self._active, node_id)
+        if position >= 0:
+            self._active.pop(position)
+            self._heard.pop(node_id, None)
+
+    def _remove_passive(self, node_id: int) -> None:
+        position = self._position(self._passive, node_id)
+        if position >= 0:
+            self._passive.pop(position)
+
+    @staticmethod
+    def _position(view: list[Peer], node_id: int) -> int:
+        for index, peer in enumerate(view):
+            if peer.node_id == node_id:
+                return index
+        return -1
+
+    def _entries_max(self) -> int:
+        config = self._config
+        return config.shuffle_active + config.shuffle_passive + 1
+
+
+def _ttl(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= _WALK_MAX:
+        raise MalformedMessage(f"a walk's ttl must be an integer in 0..{_WALK_MAX}", field="body")
+    return value
+
+
+def _pick(host: Host, peers: list[Peer], count: int) -> list[Peer]:
+    return host.rng.sample(peers, min(count, len(peers)))

@@ -1,0 +1,155 @@
+"""Newscast: a peer cache ordered by freshness (seed 000's Peer Service).
+
+Theory of operation
+-------------------
+Seed 000 (WS-Gossip, IV.B) keeps "a list where each service instance is
+represented by an entry that contains its endpoint address, type and the
+identification of the device", each with a heartbeat, exchanged with other
+instances by Newscast (Jelasity, Kowalczyk, van Steen 2003). Here an entry is
+a descriptor (node id = device id, address, service type, groups) stamped with
+the time, in milliseconds of its owner's clock, at which its owner last
+vouched for it.
+
+Every ``exchange_interval_s`` a node picks a random entry of its cache and
+sends it the whole cache plus a fresh entry for itself (``EXCHANGE``); the peer
+answers the same way (``EXCHANGE_REPLY``). Both merge: the union of the two
+caches and the two fresh entries, one entry per node (the newest stamp), the
+merging node itself left out, the ``cache_size`` newest kept. An entry is only
+ever refreshed by its owner, so a node that stopped — crashed, left, or cut off
+— has entries that only grow older and fall off the end as fresher ones
+arrive: that is the failure detection.
+
+Stamps are compared across nodes, so clocks must be roughly synchronised (as
+meters' clocks are, for billing). A stamp more than ``clock_skew_max_s`` ahead
+of the receiver's clock is clamped, so no node can pin its entries in others'
+caches by claiming the future. A node with an empty cache exchanges with one of
+its seeds, which may be known by address only.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gridmesh.errors import MalformedMessage
+from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
+from gridmesh.protocols.membership._descriptors import descriptor, parse_descriptors
+from gridmesh.wire import Envelope, Kind
+
+__all__ = ["CACHE_SIZE_MAX", "Newscast", "NewscastConfig"]
+
+CACHE_SIZE_MAX = 1000
+
+
+class NewscastConfig(BaseModel):
+    """Cache size and exchange period of Newscast."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["newscast"] = "newscast"
+    cache_size: int = Field(default=20, ge=1, le=CACHE_SIZE_MAX)
+    exchange_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    clock_skew_max_s: float = Field(default=60.0, ge=0.0, le=86_400.0)
+
+
+class Newscast:
+    """One node's Newscast cache."""
+
+    KINDS: ClassVar[frozenset[Kind]] = frozenset({Kind.NEWSCAST_EXCHANGE, Kind.NEWSCAST_REPLY})
+
+    __slots__ = ("_config", "_host", "_peers", "_seeds", "_stamps", "exchanges")
+
+    def __init__(self, host: Host, config: NewscastConfig, *, seeds: tuple[Peer, ...] = ()) -> None:
+        self._host = host
+        self._config = config
+        self._seeds = seeds
+        # The cache, newest first: parallel lists of interned peers and their stamps (ms).
+        self._peers: list[Peer] = []
+        self._stamps: list[int] = []
+        self.exchanges = 0
+
+    # -- peer sampling -------------------------------------------------------
+
+    def sample(self, count: int, exclude: int = 0, scope: Scope | None = None) -> list[Peer]:
+        eligible = [
+            p for p in self._peers if p.node_id != exclude and (scope is None or scope.admits(p))
+        ]
+        if count >= len(eligible):
+            self._host.rng.shuffle(eligible)
+            return eligible
+        return self._host.rng.sample(eligible, count)
+
+    def neighbors(self) -> list[Peer]:
+        return list(self._peers)
+
+    def stamps(self) -> list[int]:
+        """Stamps (ms) of the cache entries, in the order of ``neighbors()``."""
+        return list(self._stamps)
+
+    def stats(self) -> dict[str, int]:
+        return {"view": len(self._peers), "exchanges": self.exchanges}
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        known = [(s, 0) for s in self._seeds if s.node_id not in (0, self._host.node_id)]
+        self._merge(known, now)
+        interval = self._config.exchange_interval_s
+        self._host.call_at(now + interval * self._host.rng.random(), self._on_timer)
+
+    def _on_timer(self, now: float) -> None:
+        host = self._host
+        target: Peer | None
+        if self._peers:
+            target = self._peers[int(host.rng.random() * len(self._peers))]
+        else:
+            seeds = [s for s in self._seeds if s.node_id != host.node_id]
+            target = seeds[int(host.rng.random() * len(seeds))] if seeds else None
+        if target is not None:
+            self.exchanges += 1
+            host.send(
+                (target,), new_envelope(host, Kind.NEWSCAST_EXCHANGE, self._entries(now), now)
+            )
+        host.call_at(now + self._config.exchange_interval_s, self._on_timer)
+
+    def _entries(self, now: float) -> list[object]:
+        entries: list[object] = [descriptor(self._host.me, _ms(now))]
+        entries += [descriptor(p, s) for p, s in zip(self._peers, self._stamps, strict=True)]
+        return entries
+
+    # -- messages ------------------------------------------------------------
+
+    def on_message(self, message: Envelope, source: str, now: float) -> None:
+        if message.origin in (0, self._host.node_id):
+            raise MalformedMessage("Newscast message from an invalid origin", field="origin")
+        received = parse_descriptors(
+            self._host, message.body, entries_max=self._config.cache_size + 1
+        )
+        if message.kind is Kind.NEWSCAST_EXCHANGE:
+            host = self._host
+            sender = next((p for p, _ in received if p.node_id == message.origin), None)
+            reply_to = sender if sender is not None else Peer(message.origin, source)
+            host.send((reply_to,), new_envelope(host, Kind.NEWSCAST_REPLY, self._entries(now), now))
+        self._merge(received, now)
+
+    def _merge(self, received: list[tuple[Peer, int]], now: float) -> None:
+        me = self._host.node_id
+        ceiling = _ms(now + self._config.clock_skew_max_s)
+        newest: dict[int, tuple[int, Peer]] = {
+            p.node_id: (s, p) for p, s in zip(self._peers, self._stamps, strict=True)
+        }
+        for peer, claimed in received:
+            stamp = min(claimed, ceiling)
+            known = newest.get(peer.node_id)
+            if peer.node_id != me and (known is None or stamp > known[0]):
+                newest[peer.node_id] = (stamp, peer)
+        # Newest first; ties broken by node id so that every run orders alike.
+        ranked = sorted(newest.items(), key=lambda item: (-item[1][0], item[0]))
+        kept = ranked[: self._config.cache_size]
+        self._peers = [peer for _, (_, peer) in kept]
+        self._stamps = [stamp for _, (stamp, _) in kept]
+
+
+def _ms(seconds: float) -> int:
+    return max(0, int(seconds * 1000.0))
