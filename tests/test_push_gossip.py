@@ -123,3 +123,21 @@ def test_hops_beyond_the_receivers_limit_are_clamped() -> None:
     relayed = {message.hops_left for _, _, message in transport.sent}
     assert relayed == {7}  # clamped to hops_max=8, then one hop used
     assert all(message.sender == 1 for _, _, message in transport.sent)
+
+
+def test_spurious_wake_ups_do_not_multiply() -> None:
+    transport = RecordingTransport()
+    node = make_node(transport)
+    fired: list[float] = []
+
+    def tick(now: float) -> None:
+        fired.append(now)
+        node.call_at(now + 1.0, tick)
+
+    node.call_at(1.0, tick)
+    # A driver may wake a node early, late or twice; here every second, twice.
+    for second in range(1, 101):
+        node.handle_timer(float(second))
+        node.handle_timer(float(second))
+    assert fired == [float(s) for s in range(1, 101)]
+    assert len(transport.wakes) <= 101  # one request per timer, not a growing storm

@@ -206,10 +206,18 @@ def test_nesting_beyond_the_limit_is_refused_and_at_the_limit_accepted() -> None
         decode(raw(fields_of(tariff(body=[deep]))))
 
 
-def test_encoding_refuses_values_a_peer_would_refuse() -> None:
-    for body in ({1, 2}, {1: "int key"}, object(), 2**70):
+def test_encoding_refuses_values_cbor_cannot_carry() -> None:
+    with pytest.raises(LocalProtocolError):
+        encode(tariff(body=object()))
+
+
+def test_the_plain_data_check_refuses_values_a_peer_would_refuse() -> None:
+    too_deep: object = 0
+    for _ in range(BODY_DEPTH_MAX + 1):
+        too_deep = [too_deep]
+    for body in ({1, 2}, {1: "int key"}, object(), 2**70, too_deep):
         with pytest.raises(LocalProtocolError):
-            encode(tariff(body=body))
+            check_plain(body)
 
 
 def test_plain_data_check_accepts_every_plain_type() -> None:
@@ -248,3 +256,12 @@ def test_any_plain_message_round_trips(
 def test_arbitrary_bytes_only_ever_raise_the_typed_error(data: bytes) -> None:
     with contextlib.suppress(RemoteProtocolError):  # anything else fails the test
         decode(data)
+
+
+@given(sender=st.integers(0, UINT64_MAX), hops=st.integers(0, HOPS_MAX))
+def test_the_cached_prefix_is_exactly_the_end_to_end_part(sender: int, hops: int) -> None:
+    message = tariff(sender=sender, hops_left=hops)
+    data = encode(message)
+    tail = cbor2.dumps(sender) + cbor2.dumps(hops)
+    assert message.wire_prefix is not None and data == message.wire_prefix + tail
+    assert encode(message) == data  # and the cached path gives the same bytes

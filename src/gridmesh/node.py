@@ -10,7 +10,8 @@ what it asks, through the ``Transport`` interface:
 
 * the driver calls ``start(now)`` once, then ``receive(message, source, now)``
   or ``receive_datagram(data, source, now)`` for every arrival, and
-  ``handle_timer(now)`` whenever a wake-up it was asked for comes due;
+  ``handle_timer(now)`` when a wake-up it was asked for comes due — late if it
+  must, never early (``now >= when``);
 * the node calls ``transport.send(node_id, peers, message)`` to send,
   ``transport.wake_at(node_id, when)`` to be woken (spurious or duplicate
   wake-ups are harmless), and ``transport.deliver(node_id, delivery)`` to hand
@@ -201,7 +202,11 @@ class Node:
         timers = self._timers
         if not timers:
             return
-        self._wake_at = float("inf")
+        if now >= self._wake_at:
+            # The wake-up we asked for came. A spurious or superseded one must not
+            # reset this, or every extra wake-up would ask for another, and the
+            # duplicates would multiply (they did: 25 wake-ups a second per node).
+            self._wake_at = float("inf")
         while timers and timers[0][0] <= now:
             _, _, callback = heapq.heappop(timers)
             callback(now)

@@ -10,7 +10,9 @@ first); it implements ``Transport`` with real I/O:
 * **send** encodes the envelope once (a message sent to ``f`` peers is encoded
   once), refuses anything over ``message_bytes_max``, and hands it to the
   socket. UDP is fire-and-forget, exactly the contract of ``Host.send``;
-* **wake_at** becomes ``loop.call_later``; spurious wake-ups are harmless;
+* **wake_at** becomes ``loop.call_later``. The loop's clock is monotonic and
+  ours is the wall clock, so a wake-up can come a hair early; the driver then
+  waits out the rest, because a node must be woken late, never early;
 * **receive**: each datagram is decoded once. Malformed ones are counted in the
   node's ``rejected`` counters and dropped; the node keeps running. ``CONTROL``
   datagrams are operator requests (broadcast, status, "did you deliver X?")
@@ -152,7 +154,7 @@ class UdpNode(asyncio.DatagramProtocol):
 
     def wake_at(self, node_id: int, when: float) -> None:
         assert self._loop is not None, "start() the node before it runs timers"
-        self._loop.call_later(max(0.0, when - time.time()), self._wake)
+        self._loop.call_later(max(0.0, when - time.time()), self._wake, when)
 
     def deliver(self, node_id: int, delivery: Delivery) -> None:
         deliveries = self.deliveries
@@ -168,8 +170,13 @@ class UdpNode(asyncio.DatagramProtocol):
 
     # -- internals -----------------------------------------------------------
 
-    def _wake(self) -> None:
-        self.node.handle_timer(time.time())
+    def _wake(self, when: float) -> None:
+        now = time.time()
+        if now < when:  # early by the difference between the two clocks
+            assert self._loop is not None
+            self._loop.call_later(when - now, self._wake, when)
+            return
+        self.node.handle_timer(now)
 
     def _resolve(self, address: str) -> tuple[str, int] | None:
         cached = self._addresses.get(address, False)

@@ -9,6 +9,7 @@ from gridmesh.sim._network import (
     NetworkConfig,
     UniformLatency,
 )
+from gridmesh.sim._overlay import OverlaySnapshot, UniformityTest, snapshot, uniformity_test
 
 __all__ = [
     "ConstantLatency",
@@ -17,6 +18,10 @@ __all__ = [
     "LogNormalLatency",
     "NetworkConfig",
     "NodeFactory",
+    "OverlaySnapshot",
     "Simulator",
     "UniformLatency",
+    "UniformityTest",
+    "snapshot",
+    "uniformity_test",
 ]

@@ -29,8 +29,10 @@ or hostile:
    costs at most linear time.
 
 Whatever goes wrong, the only exception that leaves ``decode`` is a
-``RemoteProtocolError`` subclass. ``encode`` refuses local values that a
-strict peer would refuse, raising ``LocalProtocolError``.
+``RemoteProtocolError`` subclass. ``encode`` trusts its caller for the body:
+application data is checked with ``check_plain`` where it enters the node
+(``Node.broadcast``), and protocol bodies are built from checked parts —
+walking every body on every send would cost more than the rest of encoding.
 """
 
 from __future__ import annotations
@@ -94,27 +96,44 @@ _PARSER_ERRORS = (
 
 
 def encode(message: Envelope) -> bytes:
-    """Encode ``message``; raises ``LocalProtocolError`` for values a peer would refuse."""
+    """Encode ``message``; raises ``LocalProtocolError`` if CBOR cannot carry a value.
+
+    The body must be plain data (see ``check_plain``); this is not re-checked here.
+    """
     prefix = message.wire_prefix
-    if prefix is None:
-        check_plain(message.body)
-        try:
-            prefix = _ARRAY_HEAD + b"".join(
-                [
-                    _dumps(message.version),
-                    _dumps(int(message.kind)),
-                    _dumps(message.message_id),
-                    _dumps(message.origin),
-                    _dumps(message.topic),
-                    _dumps(message.created_us),
-                    _dumps(message.body),
-                    _dumps(message.auth),
-                ]
-            )
-        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
-            raise LocalProtocolError(f"message cannot be encoded: {exc}") from exc
-        object.__setattr__(message, "wire_prefix", prefix)  # a cache; see Envelope
-    return prefix + _dumps(message.sender) + _dumps(message.hops_left)
+    if prefix is not None:  # a relay: the origin's bytes, then a fresh per-hop tail
+        return prefix + _dumps([message.sender, message.hops_left])[1:]
+    try:
+        data = _dumps(
+            [
+                message.version,
+                int(message.kind),
+                message.message_id,
+                message.origin,
+                message.topic,
+                message.created_us,
+                message.body,
+                message.auth,
+                message.sender,
+                message.hops_left,
+            ]
+        )
+    except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+        raise LocalProtocolError(f"message cannot be encoded: {exc}") from exc
+    tail_bytes = _uint_bytes(message.sender) + _uint_bytes(message.hops_left)
+    object.__setattr__(message, "wire_prefix", data[: len(data) - tail_bytes])  # a cache
+    return data
+
+
+def _uint_bytes(value: int) -> int:
+    """Bytes CBOR takes for an unsigned integer (RFC 8949, section 3.1)."""
+    if value < 24:
+        return 1
+    if value < 0x100:
+        return 2
+    if value < 0x10000:
+        return 3
+    return 5 if value < 0x1_0000_0000 else 9
 
 
 def decode(data: bytes, *, message_bytes_max: int = MESSAGE_BYTES_MAX) -> Envelope:

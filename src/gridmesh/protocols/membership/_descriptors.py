@@ -59,18 +59,23 @@ def parse_descriptor(host: Host, item: object, *, stamp_max: int = STAMP_MAX) ->
     node_id, address, service, groups, stamp = item
     if type(node_id) is not int or not 0 < node_id <= UINT64_MAX:
         raise MalformedMessage("descriptor node_id must be a positive 64-bit integer")
-    if type(address) is not str or len(address.encode()) > ADDRESS_BYTES_MAX:
+    if type(address) is not str or _too_long(address, ADDRESS_BYTES_MAX):
         raise MalformedMessage(f"descriptor address must be text of <= {ADDRESS_BYTES_MAX} bytes")
-    if type(service) is not str or len(service.encode()) > SERVICE_BYTES_MAX:
+    if type(service) is not str or _too_long(service, SERVICE_BYTES_MAX):
         raise MalformedMessage(f"descriptor service must be text of <= {SERVICE_BYTES_MAX} bytes")
     if type(groups) is not list or len(groups) > GROUPS_MAX:
         raise MalformedMessage(f"descriptor groups must be a list of <= {GROUPS_MAX}")
     for group in groups:
-        if type(group) is not str or len(group.encode()) > GROUP_BYTES_MAX:
+        if type(group) is not str or _too_long(group, GROUP_BYTES_MAX):
             raise MalformedMessage(f"a group must be text of <= {GROUP_BYTES_MAX} bytes")
     if type(stamp) is not int or not 0 <= stamp <= stamp_max:
         raise MalformedMessage(f"descriptor stamp must be an integer in 0..{stamp_max}")
     return host.peer(node_id, address, service, tuple(groups)), stamp
+
+
+def _too_long(text: str, bytes_max: int) -> bool:
+    # UTF-8 takes at most 4 bytes a character: short texts need no encoding to be judged.
+    return len(text) * 4 > bytes_max and len(text.encode()) > bytes_max
 
 
 def parse_descriptors(
