@@ -66,16 +66,16 @@ class Kind(IntEnum):
     NEWSCAST_EXCHANGE = 6  # Newscast: [descriptor, ...]
     NEWSCAST_REPLY = 7  # Newscast: [descriptor, ...]
     VIEW_JOIN = 8  # active view: [descriptor]
-    VIEW_FORWARD_JOIN = 9  # active view: [descriptor, ttl]
+    VIEW_FORWARD_JOIN = 9  # active view: [descriptor]; the walk's ttl is hops_left
     VIEW_CONNECT = 10  # active view: [descriptor]
     VIEW_NEIGHBOR = 11  # active view: [descriptor, high_priority]
     VIEW_NEIGHBOR_REPLY = 12  # active view: [request_id, accepted]
     VIEW_DISCONNECT = 13  # active view: []
-    VIEW_SHUFFLE = 14  # active view: [origin_descriptor, ttl, [descriptor, ...]]
+    VIEW_SHUFFLE = 14  # active view: [origin_descriptor, [descriptor, ...]]; ttl is hops_left
     VIEW_SHUFFLE_REPLY = 15  # active view: [[descriptor, ...]]
-    PING = 16  # failure detection: [] or [on_behalf_of, probe_id]
-    PING_REQ = 17  # failure detection: [target_descriptor, probe_id]
-    ACK = 18  # failure detection: [probe_id, about_node_id]
+    PING = 16  # failure detection: [sender_descriptor], or [] from an indirect prober
+    PING_REQ = 17  # failure detection: [target_descriptor]
+    ACK = 18  # failure detection: [about_node_id]
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
     CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
 

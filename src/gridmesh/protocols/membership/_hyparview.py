@@ -45,9 +45,13 @@ candidate that does not answer within ``neighbor_timeout_s`` is removed from
 the passive view. A node whose passive view is exhausted and whose active view
 is empty joins again through a seed.
 
+**Random walks.** ``FORWARD_JOIN`` and ``SHUFFLE`` travel as relayed
+messages: the walk's TTL is the envelope's ``hops_left`` (bounded, and only
+ever decreasing), and each hop forwards the origin's bytes untouched.
+
 **Passive view upkeep.** Every ``shuffle_interval_s`` a node sends its own
 descriptor plus ``shuffle_active`` active and ``shuffle_passive`` passive
-entries on a random walk of ``active_walk_length`` hops; the node where it
+entries on a random walk of ``shuffle_walk_length`` hops; the node where it
 ends answers with as many of its passive entries, and both keep what they
 received, overwriting first what they sent. Each probe tick a node also pings
 ``passive_probes`` random passive entries and drops those that stay silent for
@@ -102,6 +106,7 @@ class HyParViewConfig(BaseModel):
     active_walk_length: int = Field(default=6, ge=1, le=_WALK_MAX)
     passive_walk_length: int = Field(default=3, ge=0, le=_WALK_MAX)
     shuffle_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    shuffle_walk_length: int = Field(default=3, ge=1, le=_WALK_MAX)
     shuffle_active: int = Field(default=3, ge=0, le=64)
     shuffle_passive: int = Field(default=4, ge=0, le=_VIEW_MAX)
     probe_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
@@ -296,9 +301,9 @@ class HyParView:
         chosen = _pick(host, others, config.shuffle_active)
         chosen += _pick(host, list(self._passive.values()), config.shuffle_passive)
         self._shuffled = [p.node_id for p in chosen]
-        entries = [descriptor(p, 0) for p in chosen]
-        body = [self._me(), config.active_walk_length, entries]
-        host.send((target,), new_envelope(host, Kind.VIEW_SHUFFLE, body, now))
+        body = [self._me(), [descriptor(p, 0) for p in chosen]]
+        walk = config.shuffle_walk_length
+        host.send((target,), new_envelope(host, Kind.VIEW_SHUFFLE, body, now, hops_left=walk))
 
     def _keep_passive(self, received: list[Peer], replaceable: list[int]) -> None:
         """Store ``received`` in the passive view, overwriting ``replaceable`` ids first."""
@@ -382,13 +387,16 @@ class HyParView:
         self._add_active(newcomer, now)
         host.send((newcomer,), new_envelope(host, Kind.VIEW_CONNECT, [self._me()], now))
         if others:
-            body = [descriptor(newcomer, 0), self._config.active_walk_length]
-            host.send(others, new_envelope(host, Kind.VIEW_FORWARD_JOIN, body, now))
+            walk = self._config.active_walk_length
+            join = new_envelope(
+                host, Kind.VIEW_FORWARD_JOIN, [descriptor(newcomer, 0)], now, hops_left=walk
+            )
+            host.send(others, join)
 
     def _on_forward_join(self, message: Envelope, body: list[object], now: float) -> None:
-        if len(body) != 2:
-            raise MalformedMessage("FORWARD_JOIN body must be [descriptor, ttl]")
-        ttl = _ttl(body[1])
+        if len(body) != 1:
+            raise MalformedMessage("FORWARD_JOIN body must be [descriptor]", field="body")
+        ttl = min(message.hops_left, _WALK_MAX)
         newcomer = self._described(message, body, sender=False)
         host = self._host
         if self._position(self._active, newcomer.node_id) >= 0:
@@ -401,8 +409,7 @@ class HyParView:
         if ttl == self._config.passive_walk_length:
             self._keep_passive([newcomer], [])
         target = onward[int(host.rng.random() * len(onward))]
-        forward = new_envelope(host, Kind.VIEW_FORWARD_JOIN, [body[0], ttl - 1], now)
-        host.send((target,), forward)
+        host.send((target,), message.relayed(host.node_id, ttl - 1))
 
     def _on_neighbor(self, message: Envelope, sender: Peer, body: list[object], now: float) -> None:
         if len(body) != 2 or type(body[1]) is not bool:
@@ -439,22 +446,23 @@ class HyParView:
             self._keep_passive([peer], [])
 
     def _on_shuffle(self, message: Envelope, body: list[object], now: float) -> None:
-        if len(body) != 3:
-            raise MalformedMessage("SHUFFLE body must be [descriptor, ttl, entries]")
-        ttl = _ttl(body[1])
+        if len(body) != 2:
+            raise MalformedMessage("SHUFFLE body must be [descriptor, entries]", field="body")
+        ttl = min(message.hops_left, _WALK_MAX)
         host = self._host
         origin, _ = parse_descriptor(host, body[0])
+        if origin.node_id != message.origin:
+            raise MalformedMessage("SHUFFLE must describe its origin", field="body")
         if origin.node_id == host.node_id:
             return  # the walk came back to its start
-        if type(body[2]) is not list or len(body[2]) > self._entries_max():
+        if type(body[1]) is not list or len(body[1]) > self._entries_max():
             raise MalformedMessage("SHUFFLE entries must be a short list", field="body")
         onward = [p for p in self._active if p.node_id not in (message.sender, origin.node_id)]
         if ttl > 1 and onward:  # walk on; only the node where the walk ends reads the entries
             target = onward[int(host.rng.random() * len(onward))]
-            forward = new_envelope(host, Kind.VIEW_SHUFFLE, [body[0], ttl - 1, body[2]], now)
-            host.send((target,), forward)
+            host.send((target,), message.relayed(host.node_id, ttl - 1))
             return
-        entries = [p for p, _ in parse_descriptors(host, body[2], entries_max=self._entries_max())]
+        entries = [p for p, _ in parse_descriptors(host, body[1], entries_max=self._entries_max())]
         answer = _pick(host, list(self._passive.values()), len(entries) + 1)
         reply = new_envelope(
             host, Kind.VIEW_SHUFFLE_REPLY, [[descriptor(p, 0) for p in answer]], now
@@ -538,12 +546,6 @@ class HyParView:
     def _entries_max(self) -> int:
         config = self._config
         return config.shuffle_active + config.shuffle_passive + 1
-
-
-def _ttl(value: object) -> int:
-    if type(value) is not int or not 0 <= value <= _WALK_MAX:
-        raise MalformedMessage(f"a walk's ttl must be an integer in 0..{_WALK_MAX}", field="body")
-    return value
 
 
 def _pick(host: Host, peers: list[Peer], count: int) -> list[Peer]:
