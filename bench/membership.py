@@ -10,8 +10,9 @@ the real protocol code. Every run is seeded; results go to stdout and to
     .venv/bin/python bench/membership.py churn          # 1% leave + 1% join per round
     .venv/bin/python bench/membership.py all
 
-A *round* is one second of virtual time: every protocol here shuffles,
-exchanges or probes once a second. The network is the simulator's default (LAN
+A *round* is one period of the protocol: 5 s for Cyclon and Newscast (their
+default shuffle and exchange periods), 1 s for HyParView (its probe period).
+The network is the simulator's default (LAN
 1-5 ms inside domains of 100 nodes, WAN log-normal with a 40 ms median), with
 no loss. ``--nodes``, ``--seeds`` and ``--workers`` scale the experiments
 down for a quick look; the acceptance figures use the defaults.
@@ -45,6 +46,19 @@ PROTOCOLS: dict[str, MembershipConfig] = {
     "cyclon": CyclonConfig(view_size=20, shuffle_length=8),
     "newscast": NewscastConfig(cache_size=20),
     "hyparview": HyParViewConfig(),
+}
+ROUND_S = {
+    "cyclon": CyclonConfig().shuffle_interval_s,
+    "newscast": NewscastConfig().exchange_interval_s,
+    "hyparview": HyParViewConfig().probe_interval_s,
+}
+#: HyParView nodes join over this many seconds (its joins are walks, not shuffles).
+JOIN_SPREAD_S = 10.0
+#: Virtual seconds before a failure: joins done, passive views full (measured).
+WARMUP_S = {
+    "cyclon": 30 * ROUND_S["cyclon"],
+    "newscast": 30 * ROUND_S["newscast"],
+    "hyparview": 20.0,
 }
 
 
@@ -107,12 +121,13 @@ def uniformity(nodes: int, seed: int, rounds: int, samplings: int, gap: int) -> 
     for bootstrap, contact in (("star", "first"), ("chain", "previous")):
         started = time.perf_counter()
         sim = build(nodes, "cyclon", seed=seed, contact=contact)
-        sim.run(float(rounds))
+        period = ROUND_S["cyclon"]
+        sim.run(rounds * period)
         shot = snapshot(sim)
         picker = random.Random(f"samples:{seed}")
         samples: list[int] = []
         for k in range(samplings):  # one peer per node, `gap` rounds apart
-            sim.run(float(rounds + (k + 1) * gap))
+            sim.run((rounds + (k + 1) * gap) * period)
             for view in snapshot(sim).views.values():
                 if view:
                     samples.append(view[int(picker.random() * len(view))])
@@ -150,19 +165,20 @@ def uniformity(nodes: int, seed: int, rounds: int, samplings: int, gap: int) -> 
 # -- self-healing ------------------------------------------------------------
 
 
-def healing(nodes: int, seed: int, warmup: int, rounds: int) -> dict[str, Any]:
+def healing(nodes: int, seed: int, rounds: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     targets = {"cyclon": 40, "newscast": 20}
     for protocol in ("cyclon", "newscast", "hyparview"):
         started = time.perf_counter()
-        spread = 10.0 if protocol == "hyparview" else 0.0
+        period = ROUND_S[protocol]
+        spread = JOIN_SPREAD_S if protocol == "hyparview" else 0.0
         sim = build(nodes, protocol, seed=seed, spread_s=spread)
-        at = float(warmup)
+        at = WARMUP_S[protocol]
         kill(sim, 0.5, at, seed)
         sim.run(at)
         curve = []
         for r in range(1, rounds + 1):
-            sim.run(at + r)
+            sim.run(at + r * period)
             curve.append(snapshot(sim).dead_links())
         clean = next((r for r, dead in enumerate(curve, start=1) if dead == 0), None)
         results[protocol] = {
@@ -184,14 +200,15 @@ def healing(nodes: int, seed: int, warmup: int, rounds: int) -> dict[str, Any]:
 
 def _connectivity_run(task: tuple[str, int, float, int]) -> dict[str, Any]:
     protocol, seed, fraction, nodes = task
-    spread = 10.0 if protocol == "hyparview" else 0.0
+    period = ROUND_S[protocol]
+    spread = JOIN_SPREAD_S if protocol == "hyparview" else 0.0
     sim = build(nodes, protocol, seed=seed, spread_s=spread)
-    at = 20.0
+    at = WARMUP_S[protocol]
     kill(sim, fraction, at, seed)
     sim.run(at)
     shares, counts = [], []
     for r in range(1, 11):
-        sim.run(at + r)
+        sim.run(at + r * period)
         sizes = snapshot(sim).component_sizes()
         survivors = sum(sizes)
         shares.append(round(sizes[0] / survivors, 6))
@@ -254,13 +271,14 @@ def churn(nodes: int, seed: int, rounds: int, rate: float) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for protocol in ("hyparview", "cyclon"):
         started = time.perf_counter()
-        spread = 10.0 if protocol == "hyparview" else 0.0
+        period = ROUND_S[protocol]
+        spread = JOIN_SPREAD_S if protocol == "hyparview" else 0.0
         sim = build(nodes, protocol, seed=seed, spread_s=spread)
         rng = random.Random(f"churn:{seed}")
         contact_of: dict[int, int] = {}
         make = _joiner_factory(sim, NodeConfig(membership=PROTOCOLS[protocol]), contact_of)
 
-        at = 20.0
+        at = WARMUP_S[protocol]
         sim.run(at)
         joined_at: dict[int, int] = {}
         appeared_after: dict[int, int] = {}
@@ -270,15 +288,15 @@ def churn(nodes: int, seed: int, rounds: int, rate: float) -> dict[str, Any]:
             changes = max(1, round(rate * len(live)))
             leaving = rng.sample(live, changes)
             for node_id in leaving:
-                sim.crash(node_id, at + r - 1)
+                sim.crash(node_id, at + (r - 1) * period)
             survivors = sorted(set(live) - set(leaving))  # a joiner's contact must be alive
             first_new = sim.node_count + 1
             for offset in range(changes):
                 contact_of[first_new + offset] = survivors[int(rng.random() * len(survivors))]
-            new_ids = sim.add_nodes(changes, make, start_at=at + r - 1)
+            new_ids = sim.add_nodes(changes, make, start_at=at + (r - 1) * period)
             for node_id in new_ids:
                 joined_at[node_id] = r
-            sim.run(at + r)
+            sim.run(at + r * period)
             shot = snapshot(sim)
             sizes = shot.component_sizes()
             components.append(len(sizes))
@@ -390,7 +408,7 @@ def main() -> int:
         if name == "uniformity":
             payload = uniformity(args.nodes, args.seed, rounds=50, samplings=20, gap=5)
         elif name == "healing":
-            payload = healing(args.nodes, args.seed, warmup=30, rounds=40)
+            payload = healing(args.nodes, args.seed, rounds=40)
         elif name == "connectivity":
             payload = connectivity(args.nodes, args.seeds, args.compare_seeds, args.workers)
         else:

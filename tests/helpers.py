@@ -115,3 +115,49 @@ def member_ids(sim: Simulator, node_id: int) -> set[int]:
     node = sim.node(node_id)
     assert node is not None
     return {peer.node_id for peer in node.membership.neighbors()}
+
+
+def overlay_mesh(
+    count: int,
+    membership: object,
+    *,
+    seed: int = 1,
+    contact: str = "random",
+    spread_s: float = 0.0,
+    loss: float = 0.0,
+) -> Simulator:
+    """``count`` nodes running a partial-view membership; node i first knows one contact."""
+    import random
+
+    from gridmesh.protocols.membership import CyclonConfig, HyParViewConfig, NewscastConfig
+    from gridmesh.sim import UniformLatency
+
+    assert isinstance(membership, CyclonConfig | NewscastConfig | HyParViewConfig)
+    link = LinkClass(latency=UniformLatency(low_s=0.005, high_s=0.05), loss=loss)
+    sim = Simulator(seed=seed, network=NetworkConfig(lan=link, wan=link))
+    config = NodeConfig(membership=membership)
+    rng = random.Random(seed)
+    contacts = [0, 0] + [
+        1
+        if contact == "first"
+        else i - 1
+        if contact == "previous"
+        else 1 + int(rng.random() * (i - 1))
+        for i in range(2, count + 1)
+    ]
+
+    def make(node_id: int) -> Node:
+        known = contacts[node_id]
+        seeds = (Peer(known, str(known)),) if known else ()
+        return Node(
+            node_id,
+            transport=sim,
+            rng=sim.node_rng,
+            config=config,
+            address=sim.address_of(node_id),
+            seeds=seeds,
+        )
+
+    for node_id in range(1, count + 1):
+        sim.add_nodes(1, make, start_at=spread_s * (node_id - 1) / count)
+    return sim

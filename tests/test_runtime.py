@@ -167,9 +167,7 @@ def test_the_example_node_configuration_is_valid_and_documents_the_defaults() ->
     from gridmesh.runtime.cli import load_node_config
 
     path = Path(__file__).resolve().parent.parent / "examples" / "node.toml"
-    no_flags = argparse.Namespace(
-        fanout=None, hops=None, exchange_interval=None, member_timeout=None
-    )
-    assert load_node_config(path, no_flags) == NodeConfig()
-    flags = argparse.Namespace(fanout=9, hops=None, exchange_interval=None, member_timeout=None)
+    unset = {"hops": None, "exchange_interval": None, "member_timeout": None, "membership": None}
+    assert load_node_config(path, argparse.Namespace(fanout=None, **unset)) == NodeConfig()
+    flags = argparse.Namespace(fanout=9, **unset)
     assert load_node_config(path, flags).gossip.fanout == 9

@@ -132,6 +132,20 @@ class ProcessCluster:
                 raise ClusterError(f"cluster did not form within {timeout_s:g} s: members {counts}")
             await asyncio.sleep(_POLL_INTERVAL_S)
 
+    async def views(self, client: ControlClient) -> dict[int, list[int]]:
+        """Each live node's view (node id -> the node ids it links to)."""
+        live = self.alive()
+        answers = await client.request_all(
+            [self.addresses[i] for i in live], {"op": "members"}, timeout_s=1.0
+        )
+        views: dict[int, list[int]] = {}
+        for index in live:
+            answer = answers[self.addresses[index]]
+            members = answer.get("members") if answer else None
+            if isinstance(members, list):
+                views[index + 1] = [m[0] for m in members if isinstance(m, list) and m]
+        return views
+
     async def broadcast(
         self, client: ControlClient, payload: object, *, topic: str, via: int = 0
     ) -> int:

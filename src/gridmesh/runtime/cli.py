@@ -87,6 +87,12 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--membership",
+        choices=["full", "cyclon", "newscast", "hyparview"],
+        default=None,
+        help="membership protocol (default: full)",
+    )
     parser.add_argument("--fanout", type=int, default=None, help="gossip fanout f")
     parser.add_argument("--hops", type=int, default=None, help="gossip hops r")
     parser.add_argument("--exchange-interval", type=float, default=None, metavar="S")
@@ -98,6 +104,7 @@ def load_node_config(path: Path | None, args: argparse.Namespace) -> NodeConfig:
     raw: dict[str, Any] = {} if path is None else load_toml(path)
     source = "command line" if path is None else str(path)
     flags = {
+        ("membership", "kind"): ("--membership", args.membership),
         ("gossip", "fanout"): ("--fanout", args.fanout),
         ("gossip", "hops"): ("--hops", args.hops),
         ("membership", "exchange_interval_s"): ("--exchange-interval", args.exchange_interval),
@@ -182,6 +189,7 @@ def _cluster(args: argparse.Namespace) -> int:
         )
     node_args: list[str] = ["--quiet"]
     for flag, value in (
+        ("--membership", args.membership),
         ("--fanout", args.fanout),
         ("--hops", args.hops),
         ("--exchange-interval", args.exchange_interval),

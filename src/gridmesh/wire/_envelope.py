@@ -73,7 +73,7 @@ class Kind(IntEnum):
     VIEW_DISCONNECT = 13  # active view: []
     VIEW_SHUFFLE = 14  # active view: [origin_descriptor, [descriptor, ...]]; ttl is hops_left
     VIEW_SHUFFLE_REPLY = 15  # active view: [[descriptor, ...]]
-    PING = 16  # failure detection: [sender_descriptor], or [] from an indirect prober
+    PING = 16  # failure detection: [sender_descriptor, from_neighbor], or [] (indirect)
     PING_REQ = 17  # failure detection: [target_descriptor]
     ACK = 18  # failure detection: [about_node_id]
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}

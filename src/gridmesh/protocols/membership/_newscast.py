@@ -49,7 +49,7 @@ class NewscastConfig(BaseModel):
 
     kind: Literal["newscast"] = "newscast"
     cache_size: int = Field(default=20, ge=1, le=CACHE_SIZE_MAX)
-    exchange_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    exchange_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
     clock_skew_max_s: float = Field(default=60.0, ge=0.0, le=86_400.0)
 
 
