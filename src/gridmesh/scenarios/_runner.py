@@ -19,7 +19,7 @@ from gridmesh.protocols import Delivery, Peer
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
 from gridmesh.scenarios._report import percentiles, rounded
 from gridmesh.scenarios._schema import BroadcastSpec, Scenario
-from gridmesh.sim import Simulator
+from gridmesh.sim import Simulator, snapshot
 
 __all__ = ["run_scenario"]
 
@@ -200,6 +200,20 @@ def _report(
             rejected[reason] = rejected.get(reason, 0) + count
     sent = sim.sent_by_node
     origins = sorted({record.origin for record in records})
+    overlay = None
+    if not isinstance(scenario.node.membership, FullMembershipConfig):
+        shot = snapshot(sim)
+        sizes = shot.component_sizes()
+        overlay = {
+            "view_mean": rounded(
+                sum(len(v) for v in shot.views.values()) / max(1, len(shot.views))
+            ),
+            "in_degree_std": rounded(shot.in_degree_std()),
+            "clustering_coefficient": rounded(shot.clustering_coefficient()),
+            "components": len(sizes),
+            "largest_component_share": rounded(sizes[0] / len(shot.views)) if sizes else None,
+            "dead_links": shot.dead_links(),
+        }
     return {
         "scenario": scenario.name,
         "gridmesh_version": __version__,
@@ -228,5 +242,6 @@ def _report(
             "unroutable": sim.messages_unroutable,
         },
         "events": sim.events_processed,
+        "overlay": overlay,
         "per_broadcast": per_broadcast,
     }
