@@ -50,11 +50,17 @@ def test_a_dead_neighbour_is_detected_and_replaced_within_a_few_rounds() -> None
     sim.run(15.0 + CONFIG.failure_timeout_s + 2 * CONFIG.probe_interval_s)
     for node_id in neighbours:
         assert victim not in view(sim, node_id), f"seed 4: node {node_id} still links to {victim}"
-        assert victim not in {p.node_id for p in active_view(sim, node_id).passive()}
-    assert snapshot(sim).dead_links() == 0
-    # Refilled: at once where a candidate had room, else after escalating.
-    sim.run(15.0 + CONFIG.failure_timeout_s + CONFIG.escalate_after_s + 4.0)
-    assert all(len(view(sim, node_id)) == CONFIG.active_size for node_id in neighbours)
+    assert snapshot(sim).dead_links() == 0  # no active view anywhere lists it
+    # (Passive views may still: shuffles carry entries around, and passive probing
+    # and repair timeouts clear them; they are candidates, not links.)
+    # Refilled: at once where a candidate had room, else after escalating. (A full
+    # view may later lose a link to someone else's escalation: the shortfall moves.)
+    refilled: set[int] = set()
+    deadline = 15.0 + CONFIG.failure_timeout_s + CONFIG.escalate_after_s + 4.0
+    for step in range(int(sim.now * 10), int(deadline * 10) + 1):
+        sim.run(step / 10)
+        refilled |= {n for n in neighbours if len(view(sim, n)) == CONFIG.active_size}
+    assert refilled == neighbours, "seed 4"
 
 
 def test_no_healthy_neighbour_is_condemned_under_five_percent_loss() -> None:
