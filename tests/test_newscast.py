@@ -98,3 +98,30 @@ def test_entries_of_dead_nodes_fall_off_within_twenty_rounds() -> None:
     assert snapshot(sim).dead_links() > 1000
     sim.run(40.0)
     assert snapshot(sim).dead_links() == 0, "seed 6"
+
+
+def test_a_partner_that_does_not_answer_leaves_the_cache_and_another_is_tried() -> None:
+    transport = RecordingTransport()
+    node = newscast_node(transport)
+    node.start(0.0)
+    node.receive(exchange(2, [entry(2, 900), entry(3, 800), entry(4, 700)]), "a2", 1.0)
+    transport.sent.clear()
+    node.handle_timer(1.5)  # the periodic exchange
+    first = transport.sent[-1][1].node_id
+    node.handle_timer(1.9)  # no answer within the (capped) reply timeout
+    assert first not in [node_id for node_id, _ in cache(node)]
+    assert transport.sent[-1][1].node_id != first  # a retry, with another partner
+
+
+def test_a_node_whose_cache_is_all_dead_empties_it_and_returns_to_its_seed() -> None:
+    sim = overlay_mesh(300, NewscastConfig(exchange_interval_s=1.0), seed=11)
+    sim.run(10.0)
+    stranded = sim.node(42)
+    assert stranded is not None
+    dead = [p.node_id for p in stranded.membership.neighbors() if p.node_id != 1]
+    for node_id in dead:
+        sim.crash(node_id, 10.0)
+    sim.run(40.0)
+    shot = snapshot(sim)
+    assert shot.dead_links() == 0, "seed 11"
+    assert shot.views[42], "seed 11: node 42 stayed alone"

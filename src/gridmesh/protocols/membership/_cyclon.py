@@ -21,9 +21,14 @@ balanced, and views converge to uniform random samples of the live nodes.
 
 Failure handling is implicit, as the paper intends: Q left P's view when it was
 picked, so a dead Q simply never comes back; dead entries age and are picked
-first. Joining needs one contact (ReDy: "a node has just to find one node"):
-a node whose view is empty sends a shuffle with only its own descriptor to a
-seed, which may be known by address only. Leaving needs nothing.
+first. Beyond the paper, a shuffle left unanswered for ``reply_timeout_s`` is
+retried at once with the next-oldest entry, up to ``retries`` times a period:
+free when nothing fails, and after a mass failure a node sheds up to three dead
+entries a period instead of one.
+
+Joining needs one contact (ReDy: "a node has just to find one node"): a node
+whose view is empty sends a shuffle with only its own descriptor to a seed,
+which may be known by address only. Leaving needs nothing.
 
 **One shuffle in flight.** Messages take time, and a node may be asked to
 shuffle while its own request is on the way. If it then answered with entries
@@ -67,6 +72,10 @@ class CyclonConfig(BaseModel):
     # exchanges are in flight sees their entries twice or not at all; with WAN
     # round trips of ~80 ms, a 1 s period made that 8% of the nodes at any instant.
     shuffle_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    reply_timeout_s: float = Field(
+        default=1.0, gt=0.0, le=3600.0, description="capped so that all retries fit in a period"
+    )
+    retries: int = Field(default=2, ge=0, le=16)
 
     @model_validator(mode="after")
     def _shorter_than_view(self) -> CyclonConfig:
@@ -132,17 +141,22 @@ class Cyclon:
         self._host.call_at(now + interval * self._host.rng.random(), self._on_timer)
 
     def _on_timer(self, now: float) -> None:
-        self._shuffle(now)
+        self._shuffle(now, self._config.retries)
         self._host.call_at(now + self._config.shuffle_interval_s, self._on_timer)
 
-    def _shuffle(self, now: float) -> None:
+    def _retry_if_silent(self, request_id: int, retries_left: int, now: float) -> None:
+        pending = self._pending
+        if retries_left > 0 and pending is not None and pending[0] == request_id:
+            self._shuffle(now, retries_left - 1)  # the silent target already left the view
+
+    def _shuffle(self, now: float, retries_left: int) -> None:
         host = self._host
         peers, ages = self._peers, self._ages
         if not peers:
             seeds = [s for s in self._seeds if s.node_id != host.node_id]
             if seeds:  # (re)join through a seed with our own descriptor only
                 target = seeds[int(host.rng.random() * len(seeds))]
-                self._send_shuffle(target, [descriptor(host.me, 0)], [], now)
+                self._send_shuffle(target, [descriptor(host.me, 0)], [], now, retries_left)
             return
         for index in range(len(ages)):
             ages[index] += 1
@@ -154,16 +168,22 @@ class Cyclon:
         )
         entries: list[object] = [descriptor(host.me, 0)]
         entries += [descriptor(peers[i], ages[i]) for i in chosen]
-        self._send_shuffle(target, entries, [peers[i].node_id for i in chosen], now)
+        self._send_shuffle(target, entries, [peers[i].node_id for i in chosen], now, retries_left)
 
     def _send_shuffle(
-        self, target: Peer, entries: list[object], sent: list[int], now: float
+        self, target: Peer, entries: list[object], sent: list[int], now: float, retries_left: int
     ) -> None:
-        host = self._host
+        host, config = self._host, self._config
         message = new_envelope(host, Kind.CYCLON_SHUFFLE, [entries], now)
         self._pending = (message.message_id, sent)  # a late reply to the previous one is forgotten
         self.shuffles += 1
         host.send((target,), message)
+        if retries_left > 0:
+            timeout = min(config.reply_timeout_s, config.shuffle_interval_s / (config.retries + 1))
+            request_id = message.message_id
+            host.call_at(
+                now + timeout, lambda later: self._retry_if_silent(request_id, retries_left, later)
+            )
 
     # -- messages ------------------------------------------------------------
 
