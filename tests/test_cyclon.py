@@ -123,13 +123,21 @@ def test_malformed_shuffles_are_refused_counted_and_change_nothing(body: object)
     assert node.membership.neighbors() == before and transport.sent == []
 
 
-def test_a_reply_nobody_asked_for_only_fills_empty_slots() -> None:
+def test_a_reply_nobody_asked_for_is_refused_as_unexpected() -> None:
     transport = RecordingTransport()
-    node = cyclon_node(transport, tuple(Peer(i, f"a{i}") for i in (2, 3, 4, 5, 6)))
+    node = cyclon_node(transport, tuple(Peer(i, f"a{i}") for i in (2, 3, 4)))
     node.start(0.0)
     unsolicited = Envelope(Kind.CYCLON_REPLY, 5, 9, 9, "", 0, 0, [12345, [entry(8), entry(9)]])
     node.receive(unsolicited, "a9", 0.5)
-    assert {p.node_id for p in node.membership.neighbors()} == {2, 3, 4, 5, 6}
+    node.handle_timer(1.0)  # now a shuffle is in flight, to one of 2, 3, 4
+    (_, target, request) = transport.sent[-1]
+    impostor = 4 if target.node_id != 4 else 3
+    forged = Envelope(
+        Kind.CYCLON_REPLY, 6, impostor, impostor, "", 0, 0, [request.message_id, [entry(8)]]
+    )
+    node.receive(forged, f"a{impostor}", 1.1)
+    assert node.rejected == {"unexpected": 2}
+    assert 8 not in {p.node_id for p in node.membership.neighbors()}
 
 
 def test_views_become_uniform_and_unclustered_from_a_star() -> None:

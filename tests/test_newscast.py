@@ -125,3 +125,12 @@ def test_a_node_whose_cache_is_all_dead_empties_it_and_returns_to_its_seed() -> 
     shot = snapshot(sim)
     assert shot.dead_links() == 0, "seed 11"
     assert shot.views[42], "seed 11: node 42 stayed alone"
+
+
+def test_a_reply_to_no_exchange_is_refused_as_unexpected() -> None:
+    transport = RecordingTransport()
+    node = newscast_node(transport)
+    node.start(0.0)
+    reply = Envelope(Kind.NEWSCAST_REPLY, 3, 2, 2, "", 0, 0, [entry(2, 900)])
+    node.receive(reply, "a2", 1.0)
+    assert node.rejected == {"unexpected": 1} and cache(node) == []

@@ -22,6 +22,7 @@ __all__ = [
     "MalformedMessage",
     "MessageTooLarge",
     "RemoteProtocolError",
+    "UnexpectedMessage",
     "UnsupportedVersion",
 ]
 
@@ -61,6 +62,12 @@ class MessageTooLarge(RemoteProtocolError):
         self.size_bytes = size_bytes
         self.limit_bytes = limit_bytes
         super().__init__(f"{size_bytes} bytes exceeds message_bytes_max={limit_bytes}")
+
+
+class UnexpectedMessage(RemoteProtocolError):
+    """A well-formed message nobody asked for (a reply to no request, say)."""
+
+    reason = "unexpected"
 
 
 class UnsupportedVersion(RemoteProtocolError):

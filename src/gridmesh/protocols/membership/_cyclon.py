@@ -38,8 +38,9 @@ losses that widen the in-degree spread (measured at 2,000 nodes with 5-50 ms
 links: std 2.65 instead of 1.95, 6% of views short). So a node keeps exactly
 one outstanding request, matched to its reply by message id, never answers
 with the entries reserved for it, and keeps the slot Q's entry left free for
-the reply. A reply that arrives after the next shuffle started only fills
-empty slots.
+the reply. A reply that is not to the request in flight, or not from the peer it
+went to, is refused (``UnexpectedMessage``): nobody can push entries into a
+view unasked.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gridmesh.errors import MalformedMessage
+from gridmesh.errors import MalformedMessage, UnexpectedMessage
 from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
 from gridmesh.protocols.membership._descriptors import descriptor, parse_descriptors
 from gridmesh.wire import Envelope, Kind
@@ -98,9 +99,10 @@ class Cyclon:
         # The view: parallel lists, so an entry costs two references (peers are interned).
         self._peers: list[Peer] = []
         self._ages: list[int] = []
-        # The shuffle in flight: its message id, and the node ids sent in it (the
-        # replacement candidates for its reply, reserved until the reply comes).
-        self._pending: tuple[int, list[int]] | None = None
+        # The shuffle in flight: its message id, the target's node id (0: a seed known by
+        # address only) and the node ids sent in it (replacement candidates for the reply,
+        # reserved until the reply comes).
+        self._pending: tuple[int, int, list[int]] | None = None
         self.shuffles = 0
         self.replies = 0
 
@@ -175,7 +177,7 @@ class Cyclon:
     ) -> None:
         host, config = self._host, self._config
         message = new_envelope(host, Kind.CYCLON_SHUFFLE, [entries], now)
-        self._pending = (message.message_id, sent)  # a late reply to the previous one is forgotten
+        self._pending = (message.message_id, target.node_id, sent)  # the previous one is over
         self.shuffles += 1
         host.send((target,), message)
         if retries_left > 0:
@@ -199,13 +201,12 @@ class Cyclon:
             if type(body) is not list or len(body) != 2 or type(body[0]) is not int:
                 raise MalformedMessage("SHUFFLE_REPLY body must be [request_id, entries]")
             received = parse_descriptors(self._host, body[1], entries_max=limit, stamp_max=AGE_MAX)
-            self.replies += 1
             pending = self._pending
-            if pending is not None and pending[0] == body[0]:
-                self._pending = None
-                self._merge(received, pending[1])
-            else:
-                self._merge(received, [])
+            if pending is None or pending[0] != body[0] or pending[1] not in (0, message.origin):
+                raise UnexpectedMessage("a SHUFFLE_REPLY to no shuffle in flight", field="body")
+            self._pending = None
+            self.replies += 1
+            self._merge(received, pending[2])
 
     def _answer(
         self, message: Envelope, received: list[tuple[Peer, int]], source: str, now: float
@@ -215,7 +216,7 @@ class Cyclon:
         if requester in (0, host.node_id):
             raise MalformedMessage("SHUFFLE from an invalid origin", field="origin")
         peers = self._peers
-        reserved = self._pending[1] if self._pending is not None else ()
+        reserved = self._pending[2] if self._pending is not None else ()
         candidates = [
             i for i, p in enumerate(peers) if p.node_id != requester and p.node_id not in reserved
         ]

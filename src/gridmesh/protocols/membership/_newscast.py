@@ -26,7 +26,8 @@ after half of them failed). So, as in Cyclon, a partner that does not answer
 leaves the cache: an exchange unanswered within ``reply_timeout_s`` drops that
 entry and is tried again with another partner, ``retries`` times a period at
 most. A stranded cache empties within a few periods, and an empty cache
-exchanges with a seed.
+exchanges with a seed. A reply from anyone but the partner of the exchange in
+flight is refused (``UnexpectedMessage``).
 
 Stamps are compared across nodes, so clocks must be roughly synchronised (as
 meters' clocks are, for billing). A stamp more than ``clock_skew_max_s`` ahead
@@ -41,7 +42,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gridmesh.errors import MalformedMessage
+from gridmesh.errors import MalformedMessage, UnexpectedMessage
 from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
 from gridmesh.protocols.membership._descriptors import descriptor, parse_descriptors
 from gridmesh.wire import Envelope, Kind
@@ -165,7 +166,9 @@ class Newscast:
             self._host, message.body, entries_max=self._config.cache_size + 1
         )
         awaiting = self._awaiting
-        if message.kind is Kind.NEWSCAST_REPLY and awaiting and awaiting[1] in (0, message.origin):
+        if message.kind is Kind.NEWSCAST_REPLY:
+            if awaiting is None or awaiting[1] not in (0, message.origin):
+                raise UnexpectedMessage("an EXCHANGE_REPLY to no exchange in flight")
             self._awaiting = None  # the partner answered (0: a seed we knew by address only)
         if message.kind is Kind.NEWSCAST_EXCHANGE:
             host = self._host
