@@ -8,7 +8,7 @@ import pytest
 
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer, Scope
-from gridmesh.protocols.membership import AGE_MAX, Cyclon, CyclonConfig
+from gridmesh.protocols.membership import AGE_MAX, VIEW_SIZE_MAX, Cyclon, CyclonConfig
 from gridmesh.sim import snapshot, uniformity_test
 from gridmesh.wire import Envelope, Kind
 from tests.helpers import RecordingTransport, overlay_mesh
@@ -33,16 +33,17 @@ def shuffle_from(origin: int, entries: list[list[object]], message_id: int = 77)
 
 def test_a_shuffle_goes_to_the_oldest_entry_which_leaves_the_view() -> None:
     transport = RecordingTransport()
-    seeds = tuple(Peer(i, f"a{i}") for i in (2, 3, 4, 5))
+    seeds = tuple(Peer(i, f"a{i}") for i in (2, 3))
     node = cyclon_node(transport, seeds)
     node.start(0.0)
     membership = node.membership
     assert isinstance(membership, Cyclon)
-    # Age entry 4 beyond the others through a shuffle it took part in.
-    node.receive(shuffle_from(9, [entry(9, 0), entry(4, 7)]), "a9", 0.1)
+    # Entry 8 arrives old (age 7); the seeds are new (age 0).
+    node.receive(shuffle_from(9, [entry(9, 0), entry(8, 7)]), "a9", 0.1)
     transport.sent.clear()
     node.handle_timer(1.5)
     (_, target, request) = transport.sent[0]
+    assert target.node_id == 8
     assert request.kind is Kind.CYCLON_SHUFFLE
     sent = request.body[0]  # type: ignore[index]
     assert sent[0] == [1, "a1", "meter", ["tariff:RTP"], 0]  # itself, age 0, first
@@ -104,7 +105,7 @@ def test_scoped_sampling_returns_only_matching_peers() -> None:
     [
         None,
         [],
-        [[entry(2)] * 4],  # more entries than the shuffle length
+        [[entry(2)] * (VIEW_SIZE_MAX + 1)],  # more entries than any view holds
         [[entry(2, age=-1)]],  # a negative age
         [[entry(2, age=AGE_MAX + 1)]],  # an impossible age
         [[[2, "a2", "meter", []]]],  # a field missing

@@ -105,7 +105,7 @@ def me(node_id: int) -> list[object]:
         (Kind.VIEW_NEIGHBOR, [me(5), "yes"]),
         (Kind.VIEW_NEIGHBOR_REPLY, [1]),
         (Kind.VIEW_SHUFFLE, [me(8), []]),  # origin mismatch
-        (Kind.VIEW_SHUFFLE, [me(5), [me(2)] * 50]),  # too many entries
+        (Kind.VIEW_SHUFFLE, [me(5), [me(2)] * 1100]),  # more entries than the wire allows
         (Kind.VIEW_SHUFFLE_REPLY, [[me(2), "x"]]),
         (Kind.PING_REQ, []),
         (Kind.ACK, ["5"]),

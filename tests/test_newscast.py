@@ -8,7 +8,7 @@ import pytest
 
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
-from gridmesh.protocols.membership import Newscast, NewscastConfig
+from gridmesh.protocols.membership import CACHE_SIZE_MAX, Newscast, NewscastConfig
 from gridmesh.sim import snapshot
 from gridmesh.wire import Envelope, Kind
 from tests.helpers import RecordingTransport, overlay_mesh
@@ -77,7 +77,17 @@ def test_a_node_with_an_empty_cache_exchanges_with_its_seed() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [None, "x", [entry(2, 1)] * 6, [entry(2, -1)], [[2, "a2", "meter", [], "1"]], [entry(0, 1)]],
+    [
+        None,
+        "x",
+        [entry(2, 1)] * (CACHE_SIZE_MAX + 2),
+        [entry(2, -1)],
+        [[2, "a2", "meter", [], "1"]],
+        [entry(0, 1)],
+        [[2, "h:\u00b2", "meter", [], 1]],  # an address with an exotic digit
+        [[2, "a\x00b:9", "meter", [], 1]],  # an address with a NUL
+        [[2, "a2", "me\nter", [], 1]],  # a service with a control character
+    ],
 )
 def test_malformed_exchanges_are_refused_and_counted(body: object) -> None:
     transport = RecordingTransport()

@@ -171,3 +171,19 @@ def test_the_example_node_configuration_is_valid_and_documents_the_defaults() ->
     assert load_node_config(path, argparse.Namespace(fanout=None, **unset)) == NodeConfig()
     flags = argparse.Namespace(fanout=9, **unset)
     assert load_node_config(path, flags).gossip.fanout == 9
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["node", "--listen", "0.0.0.0:9000"], "--advertise"),
+        (["node", "--listen", "localhost:9000"], "--advertise"),
+        (["node", "--listen", "127.0.0.1:9000", "--advertise", "example.org:9"], "--advertise"),
+        (["node", "--listen", "127.0.0.1:9000", "--join", "no-such-host.invalid:9"], "--join"),
+    ],
+)
+def test_nodes_are_reached_by_ip_so_names_and_wildcards_need_care(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -158,6 +158,10 @@ class Node:
     def me(self) -> Peer:
         return self._me
 
+    @property
+    def message_bytes_max(self) -> int:
+        return self.config.message_bytes_max
+
     def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
         return self._transport.peer(node_id, address, service, groups)
 
@@ -207,12 +211,14 @@ class Node:
             # reset this, or every extra wake-up would ask for another, and the
             # duplicates would multiply (they did: 25 wake-ups a second per node).
             self._wake_at = float("inf")
-        while timers and timers[0][0] <= now:
-            _, _, callback = heapq.heappop(timers)
-            callback(now)
-        if timers and timers[0][0] < self._wake_at:
-            self._wake_at = timers[0][0]
-            self._transport.wake_at(self._node_id, self._wake_at)
+        try:
+            while timers and timers[0][0] <= now:
+                _, _, callback = heapq.heappop(timers)
+                callback(now)
+        finally:  # a failing callback is a bug, but must not stop every later timer
+            if timers and timers[0][0] < self._wake_at:
+                self._wake_at = timers[0][0]
+                self._transport.wake_at(self._node_id, self._wake_at)
 
     def receive_datagram(self, data: bytes, source: str, now: float) -> None:
         """Decode and handle one datagram; malformed input is counted and dropped."""

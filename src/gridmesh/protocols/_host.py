@@ -132,6 +132,11 @@ class Host(Protocol):
         """This node's own descriptor."""
         ...
 
+    @property
+    def message_bytes_max(self) -> int:
+        """The largest message this node sends or accepts."""
+        ...
+
 
 class PeerSampling(Protocol):
     """Random peers for dissemination and aggregation to talk to."""

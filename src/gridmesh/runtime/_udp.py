@@ -30,10 +30,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from gridmesh.errors import GridmeshError, LocalProtocolError, MalformedMessage, RemoteProtocolError
+from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Delivery, Peer
-from gridmesh.runtime._address import format_address, is_loopback, parse_address
+from gridmesh.runtime._address import format_address, ip_endpoint, is_loopback
 from gridmesh.wire import Envelope, Kind, decode, encode
 
 __all__ = ["DELIVERIES_KEPT_MAX", "UdpNode"]
@@ -182,10 +182,7 @@ class UdpNode(asyncio.DatagramProtocol):
         cached = self._addresses.get(address, False)
         if cached is not False:
             return cached  # type: ignore[return-value]
-        try:
-            resolved: tuple[str, int] | None = parse_address(address)
-        except GridmeshError:
-            resolved = None
+        resolved = ip_endpoint(address)
         if len(self._addresses) >= _ADDRESS_CACHE_MAX:
             self._addresses.clear()
         self._addresses[address] = resolved

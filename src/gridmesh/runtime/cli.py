@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import random
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -20,7 +22,7 @@ from gridmesh.config import config_error, load_toml
 from gridmesh.errors import ConfigError
 from gridmesh.node import NodeConfig
 from gridmesh.protocols import Delivery, Peer
-from gridmesh.runtime._address import format_address, parse_address
+from gridmesh.runtime._address import format_address, ip_endpoint, parse_address
 from gridmesh.runtime._cluster import ClusterError, ProcessCluster
 from gridmesh.runtime._control import ControlClient, NodeUnreachable
 from gridmesh.runtime._udp import UdpNode
@@ -123,11 +125,36 @@ def load_node_config(path: Path | None, args: argparse.Namespace) -> NodeConfig:
         raise config_error(source, exc, docs=_DOCS) from None
 
 
+def _resolve_seed(text: str) -> Peer:
+    """A seed given by name is looked up once, here: nodes only ever send to IP literals."""
+    host, port = parse_address(text, field="--join")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ConfigError(
+            "command line", "--join", "a resolvable HOST:PORT", got=f"{text} ({exc})"
+        ) from None
+    return Peer(0, format_address(str(infos[0][4][0]), port))
+
+
 def _node(args: argparse.Namespace) -> int:
     listen = parse_address(args.listen, field="--listen")
-    seeds = tuple(Peer(0, format_address(*parse_address(a, field="--join"))) for a in args.join)
+    seeds = tuple(_resolve_seed(a) for a in args.join)
     if args.advertise is not None:
-        parse_address(args.advertise, field="--advertise")
+        if ip_endpoint(args.advertise) is None:
+            raise ConfigError(
+                "command line",
+                "--advertise",
+                "IP:PORT (peers are reached by IP)",
+                got=args.advertise,
+            )
+    elif ip_endpoint(args.listen) is None or ipaddress.ip_address(listen[0]).is_unspecified:
+        raise ConfigError(
+            "command line",
+            "--advertise",
+            "an IP:PORT peers can reach, when --listen is a name or a wildcard address",
+            got=args.listen,
+        )
     node_id = args.id if args.id is not None else secrets.randbits(63) + 1
     if not 0 < node_id < 2**64:
         raise ConfigError("command line", "--id", "an integer in 1..2**64-1", got=node_id)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Discriminator, Tag
 
 from gridmesh.protocols._host import Host, Membership, Peer
-from gridmesh.protocols.membership._cyclon import AGE_MAX, Cyclon, CyclonConfig
+from gridmesh.protocols.membership._cyclon import AGE_MAX, VIEW_SIZE_MAX, Cyclon, CyclonConfig
 from gridmesh.protocols.membership._descriptors import (
     GROUP_BYTES_MAX,
     GROUPS_MAX,
@@ -31,14 +31,16 @@ from gridmesh.protocols.membership._full import (
     FullMembershipConfig,
 )
 from gridmesh.protocols.membership._hyparview import HyParView, HyParViewConfig
-from gridmesh.protocols.membership._newscast import Newscast, NewscastConfig
+from gridmesh.protocols.membership._newscast import CACHE_SIZE_MAX, Newscast, NewscastConfig
 
 __all__ = [
     "AGE_MAX",
+    "CACHE_SIZE_MAX",
     "GROUPS_MAX",
     "GROUP_BYTES_MAX",
     "MEMBERS_PER_MESSAGE_LIMIT",
     "SERVICE_BYTES_MAX",
+    "VIEW_SIZE_MAX",
     "Cyclon",
     "CyclonConfig",
     "FullMembership",

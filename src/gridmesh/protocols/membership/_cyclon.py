@@ -40,18 +40,23 @@ one outstanding request, matched to its reply by message id, never answers
 with the entries reserved for it, and keeps the slot Q's entry left free for
 the reply. A reply that is not to the request in flight, or not from the peer it
 went to, is refused (``UnexpectedMessage``): nobody can push entries into a
-view unasked.
+view unasked by answering a shuffle it never sent.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.errors import MalformedMessage, UnexpectedMessage
 from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
-from gridmesh.protocols.membership._descriptors import descriptor, parse_descriptors
+from gridmesh.protocols.membership._descriptors import (
+    descriptor,
+    fit,
+    other_seeds,
+    parse_descriptors,
+)
 from gridmesh.wire import Envelope, Kind
 
 __all__ = ["AGE_MAX", "VIEW_SIZE_MAX", "Cyclon", "CyclonConfig"]
@@ -155,25 +160,26 @@ class Cyclon:
         host = self._host
         peers, ages = self._peers, self._ages
         if not peers:
-            seeds = [s for s in self._seeds if s.node_id != host.node_id]
+            seeds = other_seeds(host, self._seeds)
             if seeds:  # (re)join through a seed with our own descriptor only
                 target = seeds[int(host.rng.random() * len(seeds))]
                 self._send_shuffle(target, [descriptor(host.me, 0)], [], now, retries_left)
             return
         for index in range(len(ages)):
-            ages[index] += 1
+            ages[index] = min(ages[index] + 1, AGE_MAX)  # a peer would refuse more
         oldest = max(range(len(ages)), key=ages.__getitem__)
         target = peers.pop(oldest)
         ages.pop(oldest)
         chosen = host.rng.sample(
             range(len(peers)), min(self._config.shuffle_length - 1, len(peers))
         )
-        entries: list[object] = [descriptor(host.me, 0)]
-        entries += [descriptor(peers[i], ages[i]) for i in chosen]
-        self._send_shuffle(target, entries, [peers[i].node_id for i in chosen], now, retries_left)
+        entries = [descriptor(host.me, 0)] + [descriptor(peers[i], ages[i]) for i in chosen]
+        entries = fit(entries, host.message_bytes_max // 2)
+        sent = [peers[i].node_id for i in chosen[: len(entries) - 1]]
+        self._send_shuffle(target, entries, sent, now, retries_left)
 
     def _send_shuffle(
-        self, target: Peer, entries: list[object], sent: list[int], now: float, retries_left: int
+        self, target: Peer, entries: list[list[Any]], sent: list[int], now: float, retries_left: int
     ) -> None:
         host, config = self._host, self._config
         message = new_envelope(host, Kind.CYCLON_SHUFFLE, [entries], now)
@@ -190,7 +196,7 @@ class Cyclon:
     # -- messages ------------------------------------------------------------
 
     def on_message(self, message: Envelope, source: str, now: float) -> None:
-        limit = self._config.shuffle_length
+        limit = VIEW_SIZE_MAX  # the wire limit: peers may use another shuffle length
         body = message.body
         if message.kind is Kind.CYCLON_SHUFFLE:
             if type(body) is not list or len(body) != 1:
@@ -221,10 +227,10 @@ class Cyclon:
             i for i, p in enumerate(peers) if p.node_id != requester and p.node_id not in reserved
         ]
         chosen = host.rng.sample(candidates, min(self._config.shuffle_length, len(candidates)))
-        entries = [descriptor(peers[i], self._ages[i]) for i in chosen]
-        sent = [peers[i].node_id for i in chosen]
-        requester_peer = next((p for p, _ in received if p.node_id == requester), None)
-        reply_to = requester_peer if requester_peer is not None else Peer(requester, source)
+        budget = self._host.message_bytes_max // 2
+        entries = fit([descriptor(peers[i], self._ages[i]) for i in chosen], budget)
+        sent = [peers[i].node_id for i in chosen[: len(entries)]]
+        reply_to = Peer(requester, source)  # where it came from, not where it says it is
         reply = new_envelope(host, Kind.CYCLON_REPLY, [message.message_id, entries], now)
         host.send((reply_to,), reply)
         # While our own shuffle is in flight, one free slot belongs to its reply.

@@ -29,7 +29,11 @@ Minsky and Hayden's gossip-style failure detector (Middleware 1998):
 
 Rules that never bend: a node never lists itself as a peer; at most
 ``members_max`` members and as many tombstones are kept; every entry a peer
-sends is type-checked before anything is merged.
+sends is type-checked before anything is merged; a heartbeat may not be later
+than the receiver's clock plus ``clock_skew_max_s`` (it could otherwise pin a
+member, or its tombstone, forever); only a member itself changes its address,
+service or groups; a message is cut to fit ``message_bytes_max``; answers go
+where a request came from.
 """
 
 from __future__ import annotations
@@ -40,7 +44,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridmesh.errors import MalformedMessage
 from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
-from gridmesh.protocols.membership._descriptors import descriptor, parse_descriptors
+from gridmesh.protocols.membership._descriptors import (
+    descriptor,
+    fit,
+    other_seeds,
+    parse_descriptors,
+)
 from gridmesh.protocols.membership._directory import PeerDirectory
 from gridmesh.wire import Envelope, Kind
 
@@ -62,6 +71,7 @@ class FullMembershipConfig(BaseModel):
     member_timeout_s: float = Field(default=10.0, gt=0.0, le=86_400.0)
     members_max: int = Field(default=100_000, ge=1, le=10_000_000)
     members_per_message_max: int = Field(default=256, ge=1, le=MEMBERS_PER_MESSAGE_LIMIT)
+    clock_skew_max_s: float = Field(default=60.0, ge=0.0, le=86_400.0)
 
 
 class FullMembership:
@@ -120,7 +130,7 @@ class FullMembership:
 
     def _send_join(self, now: float) -> None:
         host = self._host
-        seeds = [s for s in self._seeds if s.node_id != host.node_id and s.address != host.address]
+        seeds = other_seeds(host, self._seeds)
         if seeds:
             me = descriptor(host.me, self._heartbeat(now))
             host.send(seeds, new_envelope(host, Kind.JOIN, [me], now))
@@ -160,10 +170,11 @@ class FullMembership:
         ((joiner, heartbeat),) = parse_descriptors(self._host, body, entries_max=1)
         if joiner.node_id != message.origin:
             raise MalformedMessage("JOIN must describe its origin", field="body")
-        if not joiner.address:  # no advertised address: answer where it came from
+        if not joiner.address:  # no advertised address: the one it sent from
             joiner = self._host.peer(joiner.node_id, source, joiner.service, joiner.groups)
-        self._merge(joiner, max(heartbeat, self._tombstones.get(joiner.node_id, 0) + 1), now)
-        self._send_members(joiner, now, reply_wanted=False)
+        rejoined = max(heartbeat, self._tombstones.get(joiner.node_id, 0) + 1)
+        self._merge(joiner, rejoined, now, first_hand=True)
+        self._send_members(Peer(joiner.node_id, source), now, reply_wanted=False)
 
     def _on_members(self, message: Envelope, source: str, now: float) -> None:
         body = message.body
@@ -171,16 +182,15 @@ class FullMembership:
             raise MalformedMessage("MEMBERS body must be [reply_wanted, entries]", field="body")
         entries = parse_descriptors(self._host, body[1], entries_max=MEMBERS_PER_MESSAGE_LIMIT)
         for peer, heartbeat in entries:
-            self._merge(peer, heartbeat, now)
+            self._merge(peer, heartbeat, now, first_hand=peer.node_id == message.origin)
         if body[0] and message.origin != 0:
-            known = self._directory.get(message.origin)
-            peer = known if known is not None else Peer(message.origin, source)
-            self._send_members(peer, now, reply_wanted=False)
+            self._send_members(Peer(message.origin, source), now, reply_wanted=False)
 
-    def _merge(self, peer: Peer, heartbeat: int, now: float) -> None:
+    def _merge(self, peer: Peer, heartbeat: int, now: float, *, first_hand: bool) -> None:
         node_id = peer.node_id
         if node_id == self._host.node_id or not self.gossiped:
             return
+        heartbeat = min(heartbeat, self._heartbeat(now + self._config.clock_skew_max_s))
         buried = self._tombstones.get(node_id)
         if buried is not None:
             if heartbeat <= buried:
@@ -194,7 +204,7 @@ class FullMembership:
             self._heard[node_id] = (heartbeat, now)
         elif heartbeat > known[0]:
             self._heard[node_id] = (heartbeat, now)
-            if self._directory.get(node_id) is not peer:
+            if first_hand and self._directory.get(node_id) is not peer:
                 self._directory.add(peer)  # it moved, or changed what it advertises
 
     def _send_members(self, peer: Peer, now: float, *, reply_wanted: bool) -> None:
@@ -203,4 +213,5 @@ class FullMembership:
         heard = self._heard
         entries = [descriptor(host.me, self._heartbeat(now))]
         entries += [descriptor(p, heard.get(p.node_id, (0, now))[0]) for p in others]
+        entries = fit(entries, host.message_bytes_max // 2)
         host.send((peer,), new_envelope(host, Kind.MEMBERS, [reply_wanted, entries], now))

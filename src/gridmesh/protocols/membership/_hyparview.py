@@ -94,6 +94,8 @@ from gridmesh.errors import MalformedMessage
 from gridmesh.protocols._host import Host, Peer, Scope, new_envelope
 from gridmesh.protocols.membership._descriptors import (
     descriptor,
+    fit,
+    other_seeds,
     parse_descriptor,
     parse_descriptors,
 )
@@ -104,6 +106,7 @@ __all__ = ["HyParView", "HyParViewConfig"]
 _VIEW_MAX = 1000
 _WALK_MAX = 32
 _INDIRECT_PENDING_MAX = 64
+_SHUFFLE_ACTIVE_MAX = 64
 
 
 class HyParViewConfig(BaseModel):
@@ -118,7 +121,7 @@ class HyParViewConfig(BaseModel):
     passive_walk_length: int = Field(default=3, ge=0, le=_WALK_MAX)
     shuffle_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
     shuffle_walk_length: int = Field(default=3, ge=1, le=_WALK_MAX)
-    shuffle_active: int = Field(default=3, ge=0, le=64)
+    shuffle_active: int = Field(default=3, ge=0, le=_SHUFFLE_ACTIVE_MAX)
     shuffle_passive: int = Field(default=4, ge=0, le=_VIEW_MAX)
     probe_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
     indirect_probes: int = Field(default=3, ge=0, le=16)
@@ -228,7 +231,7 @@ class HyParView:
 
     def _join(self, now: float) -> None:
         host = self._host
-        seeds = [s for s in self._seeds if s.node_id != host.node_id and s.address != host.address]
+        seeds = other_seeds(host, self._seeds)
         if seeds:
             contact = seeds[int(host.rng.random() * len(seeds))]
             self.joins += 1
@@ -331,8 +334,9 @@ class HyParView:
         others = [p for p in self._active if p.node_id != target.node_id]
         chosen = _pick(host, others, config.shuffle_active)
         chosen += _pick(host, self._passive, config.shuffle_passive)
-        self._shuffled = [p.node_id for p in chosen]
-        body = [self._me(), [descriptor(p, 0) for p in chosen]]
+        entries = fit([descriptor(p, 0) for p in chosen], host.message_bytes_max // 2)
+        self._shuffled = [p.node_id for p in chosen[: len(entries)]]
+        body = [self._me(), entries]
         walk = config.shuffle_walk_length
         host.send((target,), new_envelope(host, Kind.VIEW_SHUFFLE, body, now, hops_left=walk))
 
@@ -393,11 +397,13 @@ class HyParView:
         elif kind is Kind.VIEW_FORWARD_JOIN:
             self._on_forward_join(message, body, now)
         elif kind is Kind.VIEW_JOIN:
-            self._on_join(self._described(message, body, sender=True), now)
+            self._on_join(self._described(message, body, sender=True), source, now)
         elif kind is Kind.VIEW_CONNECT:
             self._add_active(self._described(message, body, sender=True), now)
         else:
-            self._on_neighbor(message, self._described(message, body, sender=True), body, now)
+            self._on_neighbor(
+                message, self._described(message, body, sender=True), body, source, now
+            )
 
     def _described(self, message: Envelope, body: list[object], *, sender: bool) -> Peer:
         """The descriptor a JOIN, FORWARD_JOIN, CONNECT or NEIGHBOR body starts with.
@@ -413,11 +419,14 @@ class HyParView:
             raise MalformedMessage("descriptor names the receiver itself", field="body")
         return peer
 
-    def _on_join(self, newcomer: Peer, now: float) -> None:
+    def _on_join(self, newcomer: Peer, source: str, now: float) -> None:
         host = self._host
         others = [p for p in self._active if p.node_id != newcomer.node_id]
         self._add_active(newcomer, now)
-        host.send((newcomer,), new_envelope(host, Kind.VIEW_CONNECT, [self._me()], now))
+        host.send(
+            (Peer(newcomer.node_id, source),),
+            new_envelope(host, Kind.VIEW_CONNECT, [self._me()], now),
+        )
         if others:
             walk = self._config.active_walk_length
             join = new_envelope(
@@ -443,7 +452,9 @@ class HyParView:
         target = onward[int(host.rng.random() * len(onward))]
         host.send((target,), message.relayed(host.node_id, ttl - 1))
 
-    def _on_neighbor(self, message: Envelope, sender: Peer, body: list[object], now: float) -> None:
+    def _on_neighbor(
+        self, message: Envelope, sender: Peer, body: list[object], source: str, now: float
+    ) -> None:
         if len(body) != 2 or type(body[1]) is not bool:
             raise MalformedMessage("NEIGHBOR body must be [descriptor, high_priority]")
         accepted = body[1] or len(self._active) < self._config.active_size
@@ -453,7 +464,7 @@ class HyParView:
             self._keep_passive([sender], [])
         host = self._host
         reply = new_envelope(host, Kind.VIEW_NEIGHBOR_REPLY, [message.message_id, accepted], now)
-        host.send((sender,), reply)
+        host.send((Peer(sender.node_id, source),), reply)  # where it came from
 
     def _on_neighbor_reply(self, message: Envelope, body: list[object], now: float) -> None:
         if len(body) != 2 or type(body[0]) is not int or type(body[1]) is not bool:
@@ -496,9 +507,9 @@ class HyParView:
             return
         entries = [p for p, _ in parse_descriptors(host, body[1], entries_max=self._entries_max())]
         answer = _pick(host, self._passive, len(entries) + 1)
-        reply = new_envelope(
-            host, Kind.VIEW_SHUFFLE_REPLY, [[descriptor(p, 0) for p in answer]], now
-        )
+        offered = fit([descriptor(p, 0) for p in answer], host.message_bytes_max // 2)
+        answer = answer[: len(offered)]
+        reply = new_envelope(host, Kind.VIEW_SHUFFLE_REPLY, [offered], now)
         host.send((origin,), reply)
         self._keep_passive([origin, *entries], [p.node_id for p in answer])
 
@@ -518,9 +529,9 @@ class HyParView:
             else:
                 host.send((to,), new_envelope(host, Kind.VIEW_DISCONNECT, [], now))
                 self._keep_passive([to], [])
-        else:  # a helper's indirect ping carries no descriptor
-            to = Peer(message.sender, source)
-        host.send((to,), new_envelope(host, Kind.ACK, [host.node_id], now))
+        host.send(
+            (Peer(message.sender, source),), new_envelope(host, Kind.ACK, [host.node_id], now)
+        )
 
     def _on_ping_req(self, message: Envelope, body: list[object], source: str, now: float) -> None:
         if len(body) != 1:
@@ -590,9 +601,10 @@ class HyParView:
                 return index
         return -1
 
-    def _entries_max(self) -> int:
-        config = self._config
-        return config.shuffle_active + config.shuffle_passive + 1
+    @staticmethod
+    def _entries_max() -> int:
+        # The wire limit, not our own shuffle sizes: peers may be configured otherwise.
+        return _SHUFFLE_ACTIVE_MAX + _VIEW_MAX + 1
 
 
 def _pick(host: Host, peers: list[Peer], count: int) -> list[Peer]:
