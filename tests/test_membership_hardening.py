@@ -128,9 +128,9 @@ def newscast_node() -> Node:
 def test_newscast_hearsay_cannot_move_a_node_or_pin_it_in_the_future() -> None:
     node = newscast_node()
     node.start(0.0)
-    own = [[7, "10.0.0.7:9", "meter", [], 900]]
+    own = [[[7, "10.0.0.7:9", "meter", [], 900]], []]
     node.receive(Envelope(Kind.NEWSCAST_EXCHANGE, 1, 7, 7, "", 0, 0, own), "10.0.0.7:9", 1.0)
-    hearsay = [[9, "10.0.0.9:9", "", [], 950], [7, "198.51.100.7:53", "", [], UINT64_MAX]]
+    hearsay = [[[9, "10.0.0.9:9", "", [], 950], [7, "198.51.100.7:53", "", [], UINT64_MAX]], []]
     node.receive(Envelope(Kind.NEWSCAST_EXCHANGE, 2, 9, 9, "", 0, 0, hearsay), "10.0.0.9:9", 2.0)
     membership = node.membership
     assert isinstance(membership, Newscast)
@@ -145,7 +145,7 @@ def test_newscast_hearsay_cannot_move_a_node_or_pin_it_in_the_future() -> None:
 def test_newscast_drops_a_silent_partner_even_when_the_next_period_starts_at_once() -> None:
     node = newscast_node()
     node.start(0.0)
-    entries = [[i, f"10.0.0.{i}:9", "", [], 900] for i in (2, 3, 4)]
+    entries = [[[i, f"10.0.0.{i}:9", "", [], 400] for i in (2, 3, 4)], []]
     node.receive(Envelope(Kind.NEWSCAST_EXCHANGE, 1, 2, 2, "", 0, 0, entries), "10.0.0.2:9", 0.5)
     for second in range(1, 12):  # nobody ever answers
         node.handle_timer(float(second))
@@ -157,15 +157,15 @@ def test_newscast_drops_a_silent_partner_even_when_the_next_period_starts_at_onc
 def test_newscast_does_not_relearn_a_node_it_dropped_until_that_node_speaks() -> None:
     node = newscast_node()
     node.start(0.0)
-    entries = [[2, "10.0.0.2:9", "", [], 900], [3, "10.0.0.3:9", "", [], 800]]
+    entries = [[[2, "10.0.0.2:9", "", [], 900], [3, "10.0.0.3:9", "", [], 800]], []]
     node.receive(Envelope(Kind.NEWSCAST_EXCHANGE, 1, 2, 2, "", 0, 0, entries), "10.0.0.2:9", 1.0)
     membership = node.membership
     assert isinstance(membership, Newscast)
     membership._drop(3)  # as when 3 stayed silent: a tombstone at stamp 800
-    stale = [[5, "10.0.0.5:9", "", [], 1900], [3, "10.0.0.3:9", "", [], 800]]
+    stale = [[[5, "10.0.0.5:9", "", [], 1900], [3, "10.0.0.3:9", "", [], 800]], []]
     node.receive(Envelope(Kind.NEWSCAST_EXCHANGE, 2, 5, 5, "", 0, 0, stale), "10.0.0.5:9", 2.0)
     assert 3 not in [p.node_id for p in membership.neighbors()]
-    alive = [[3, "10.0.0.3:9", "", [], 2400]]
+    alive = [[[3, "10.0.0.3:9", "", [], 2400]], []]
     node.receive(Envelope(Kind.NEWSCAST_EXCHANGE, 3, 3, 3, "", 0, 0, alive), "10.0.0.3:9", 2.5)
     assert 3 in [p.node_id for p in membership.neighbors()]
 

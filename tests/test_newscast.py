@@ -26,8 +26,11 @@ def entry(node_id: int, stamp_ms: int) -> list[object]:
     return [node_id, f"a{node_id}", "meter", [], stamp_ms]
 
 
-def exchange(origin: int, entries: list[list[object]]) -> Envelope:
-    return Envelope(Kind.NEWSCAST_EXCHANGE, 3, origin, origin, "", 0, 0, entries)
+def exchange(
+    origin: int, entries: list[list[object]], tombstones: list[list[int]] | None = None
+) -> Envelope:
+    body = [entries, tombstones or []]
+    return Envelope(Kind.NEWSCAST_EXCHANGE, 3, origin, origin, "", 0, 0, body)
 
 
 def cache(node: Node) -> list[tuple[int, int]]:
@@ -56,7 +59,7 @@ def test_an_exchange_is_answered_with_the_cache_and_a_fresh_own_entry() -> None:
     node.receive(exchange(2, [entry(2, 900)]), "a2", 2.5)
     (_, to, reply) = transport.sent[-1]
     assert to.node_id == 2 and reply.kind is Kind.NEWSCAST_REPLY
-    assert reply.body[0] == [1, "a1", "dtc", [], 2500]  # type: ignore[index]
+    assert reply.body[0][0] == [1, "a1", "dtc", [], 2500]  # type: ignore[index]
 
 
 def test_a_stamp_from_the_future_is_clamped() -> None:
@@ -80,13 +83,17 @@ def test_a_node_with_an_empty_cache_exchanges_with_its_seed() -> None:
     [
         None,
         "x",
-        [entry(2, 1)] * (CACHE_SIZE_MAX + 2),
-        [entry(2, -1)],
-        [[2, "a2", "meter", [], "1"]],
-        [entry(0, 1)],
-        [[2, "h:\u00b2", "meter", [], 1]],  # an address with an exotic digit
-        [[2, "a\x00b:9", "meter", [], 1]],  # an address with a NUL
-        [[2, "a2", "me\nter", [], 1]],  # a service with a control character
+        [[entry(2, 1)]],  # no tombstone list
+        [[entry(2, 1)] * (CACHE_SIZE_MAX + 2), []],
+        [[entry(2, -1)], []],
+        [[[2, "a2", "meter", [], "1"]], []],
+        [[entry(0, 1)], []],
+        [[[2, "h:\u00b2", "meter", [], 1]], []],  # an address with an exotic digit
+        [[[2, "a\x00b:9", "meter", [], 1]], []],  # an address with a NUL
+        [[[2, "a2", "me\nter", [], 1]], []],  # a service with a control character
+        [[entry(2, 1)], [[5, 1]] * 9],  # too many tombstones
+        [[entry(2, 1)], [[0, 1]]],  # a tombstone for node 0
+        [[entry(2, 1)], [[5, -1]]],
     ],
 )
 def test_malformed_exchanges_are_refused_and_counted(body: object) -> None:
@@ -141,6 +148,20 @@ def test_a_reply_to_no_exchange_is_refused_as_unexpected() -> None:
     transport = RecordingTransport()
     node = newscast_node(transport)
     node.start(0.0)
-    reply = Envelope(Kind.NEWSCAST_REPLY, 3, 2, 2, "", 0, 0, [entry(2, 900)])
+    reply = Envelope(Kind.NEWSCAST_REPLY, 3, 2, 2, "", 0, 0, [[entry(2, 900)], []])
     node.receive(reply, "a2", 1.0)
     assert node.rejected == {"unexpected": 1} and cache(node) == []
+
+
+def test_a_tombstone_from_a_peer_removes_a_stale_entry_but_not_a_fresher_one() -> None:
+    transport = RecordingTransport()
+    node = newscast_node(transport)
+    node.start(0.0)
+    node.receive(exchange(2, [entry(2, 1500), entry(3, 800), entry(4, 1900)]), "a2", 2.0)
+    node.receive(exchange(5, [entry(5, 2900)], [[3, 850], [4, 1000]]), "a5", 3.0)
+    assert [node_id for node_id, _ in cache(node)] == [5, 4, 2]  # 3 buried, 4 newer than its
+    node.receive(exchange(6, [entry(6, 3100), entry(3, 820)]), "a6", 3.5)
+    assert 3 not in [node_id for node_id, _ in cache(node)]  # hearsay older than the tombstone
+    node.handle_timer(4.0)
+    (_, _, sent) = transport.sent[-1]
+    assert [3, 850] in sent.body[1]  # type: ignore[index]  # and it passes the tombstone on

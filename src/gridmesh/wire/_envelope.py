@@ -63,8 +63,8 @@ class Kind(IntEnum):
     MEMBERS = 3  # full membership: [reply_wanted, [descriptor, ...]]
     CYCLON_SHUFFLE = 4  # Cyclon: [[descriptor, ...]]
     CYCLON_REPLY = 5  # Cyclon: [request_id, [descriptor, ...]]
-    NEWSCAST_EXCHANGE = 6  # Newscast: [descriptor, ...]
-    NEWSCAST_REPLY = 7  # Newscast: [descriptor, ...]
+    NEWSCAST_EXCHANGE = 6  # Newscast: [[descriptor, ...], [[node_id, stamp], ...]]
+    NEWSCAST_REPLY = 7  # Newscast: [[descriptor, ...], [[node_id, stamp], ...]]
     VIEW_JOIN = 8  # active view: [descriptor]
     VIEW_FORWARD_JOIN = 9  # active view: [descriptor]; the walk's ttl is hops_left
     VIEW_CONNECT = 10  # active view: [descriptor]
