@@ -35,7 +35,7 @@ from pathlib import Path
 from gridmesh import __version__
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
-from gridmesh.protocols.dissemination import PushGossipConfig
+from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
 from gridmesh.sim import LinkClass, LogNormalLatency, NetworkConfig, Simulator, UniformLatency
 
@@ -47,7 +47,7 @@ NETWORK = NetworkConfig(
     domain_size=100,
 )
 CONFIG = NodeConfig(
-    gossip=PushGossipConfig(fanout=10, hops=12),
+    gossip=GossipConfig(fanout=10, hops=12),
     membership=FullMembershipConfig(exchange_interval_s=0),
 )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Delivery, Peer
-from gridmesh.protocols.dissemination import PushGossipConfig
+from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
 from gridmesh.sim import ConstantLatency, LinkClass, NetworkConfig, Simulator
 from gridmesh.wire import Envelope
@@ -79,7 +79,7 @@ def static_mesh(
 ) -> tuple[Simulator, dict[int, list[Delivery]]]:
     """Static full membership, 10 ms links unless ``network`` says otherwise."""
     config = NodeConfig(
-        gossip=PushGossipConfig(fanout=fanout, hops=hops),
+        gossip=GossipConfig(fanout=fanout, hops=hops),
         membership=FullMembershipConfig(exchange_interval_s=0),
     )
     if network is None:
@@ -98,7 +98,7 @@ def joining_mesh(
 ) -> tuple[Simulator, dict[int, list[Delivery]]]:
     """Gossiped full membership through node 1; 5 ms LAN, 20 ms WAN, domains of 10."""
     config = NodeConfig(
-        gossip=PushGossipConfig(fanout=fanout),
+        gossip=GossipConfig(fanout=fanout),
         membership=FullMembershipConfig(
             exchange_interval_s=exchange_interval_s, member_timeout_s=member_timeout_s
         ),

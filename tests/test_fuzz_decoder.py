@@ -31,8 +31,10 @@ def corpus() -> list[bytes]:
         )
 
     return [
-        message(Kind.GOSSIP, [9, {"price_eur_kwh": 0.081, "valid": "2026-11-21T14:00Z"}]),
-        message(Kind.GOSSIP, [3, [1, 2.5, b"\x00\x01", None, True, {"k": ["v"]}]]),
+        message(
+            Kind.GOSSIP, [9, {"price_eur_kwh": 0.081, "valid": "2026-11-21T14:00Z"}, "", False]
+        ),
+        message(Kind.GOSSIP, [3.5, [1, 2.5, b"\x00\x01", None, True, {"k": ["v"]}], "g", True]),
         message(Kind.JOIN, ["127.0.0.1:9000"], hops=0),
         message(Kind.MEMBERS, [True, [[5, "127.0.0.1:9000", 12], [6, "10.0.0.2:9000", 3]]], 0),
         message(Kind.CONTROL, {"op": "status"}, hops=0),

@@ -10,7 +10,7 @@ import pytest
 from gridmesh.errors import LocalProtocolError
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
-from gridmesh.protocols.dissemination import PushGossipConfig
+from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.protocols.membership import PeerDirectory
 from gridmesh.sim import Simulator
 from gridmesh.wire import Envelope, Kind
@@ -90,36 +90,57 @@ def gossip(body: object, *, message_id: int = 9, hops_left: int = 5, sender: int
     return Envelope(Kind.GOSSIP, message_id, 2, sender, "T", 0, hops_left, body)
 
 
-@pytest.mark.parametrize("body", [None, [], [3], [0, "x"], [65, "x"], ["3", "x"], [3, "x", 1]])
-def test_a_malformed_gossip_body_is_counted_and_dropped(body: object) -> None:
+def body(fanout: object, payload: object, group: object = "", forever: object = False) -> object:
+    return [fanout, payload, group, forever]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        [3],
+        [3, "x"],  # the two-item body of gridmesh 0.1
+        body(0, "x"),
+        body(65, "x"),
+        body(float("nan"), "x"),
+        body("3", "x"),
+        body(True, "x"),
+        body(3, "x", 7),
+        body(3, "x", "g" * 65),
+        body(3, "x", "", 1),
+        [3, "x", "", False, None],
+    ],
+)
+def test_a_malformed_gossip_body_is_counted_and_dropped(bad: object) -> None:
     transport = RecordingTransport()
     node = make_node(transport)
-    node.receive(gossip(body), "3", 1.0)
+    node.receive(gossip(bad), "3", 1.0)
     assert node.rejected == {"malformed": 1}
     assert transport.sent == [] and transport.deliveries == []
-    node.receive(gossip([3, "ok"]), "3", 2.0)  # and the node keeps working
+    node.receive(gossip(body(3, "ok")), "3", 2.0)  # and the node keeps working
     assert len(transport.deliveries) == 1
 
 
 def test_a_malformed_copy_does_not_poison_the_duplicate_cache() -> None:
     transport = RecordingTransport()
     node = make_node(transport)
-    node.receive(gossip([0, "forged"], message_id=11), "3", 1.0)
-    node.receive(gossip([3, "genuine"], message_id=11), "4", 1.1)
+    node.receive(gossip(body(0, "forged"), message_id=11), "3", 1.0)
+    node.receive(gossip(body(3, "genuine"), message_id=11), "4", 1.1)
     assert [d.payload for _, d in transport.deliveries] == ["genuine"]
 
 
 def test_relays_never_send_back_to_the_neighbour_a_copy_came_from() -> None:
     transport = RecordingTransport()
     node = make_node(transport, peers=4)  # peers 2, 3, 4 besides itself
-    node.receive(gossip([64, "x"], sender=3), "3", 1.0)
+    node.receive(gossip(body(64, "x"), sender=3), "3", 1.0)
     assert sorted(peer.node_id for _, peer, _ in transport.sent) == [2, 4]
 
 
 def test_hops_beyond_the_receivers_limit_are_clamped() -> None:
     transport = RecordingTransport()
-    node = make_node(transport, config=NodeConfig(gossip=PushGossipConfig(hops=4, hops_max=8)))
-    node.receive(gossip([2, "x"], hops_left=64), "3", 1.0)
+    node = make_node(transport, config=NodeConfig(gossip=GossipConfig(hops=4, hops_max=8)))
+    node.receive(gossip(body(2, "x"), hops_left=64), "3", 1.0)
     relayed = {message.hops_left for _, _, message in transport.sent}
     assert relayed == {7}  # clamped to hops_max=8, then one hop used
     assert all(message.sender == 1 for _, _, message in transport.sent)

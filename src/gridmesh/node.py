@@ -32,13 +32,15 @@ import heapq
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from gridmesh.protocols import Delivery, Membership, Peer, RandomSource
-from gridmesh.protocols.dissemination import PushGossip, PushGossipConfig
+from gridmesh.protocols.dissemination import Gossip, GossipConfig, make_dissemination
 from gridmesh.protocols.membership import (
+    FullMembership,
     FullMembershipConfig,
+    HyParViewConfig,
     MembershipConfig,
     PeerDirectory,
     check_profile,
@@ -57,8 +59,17 @@ class NodeConfig(BaseModel):
     message_bytes_max: int = Field(default=MESSAGE_BYTES_MAX, ge=512, le=MESSAGE_BYTES_MAX)
     service: str = Field(default="node", description="what this node is: meter, dtc, dso, ...")
     groups: tuple[str, ...] = Field(default=(), description="e.g. tariff:RTP, region:London")
-    gossip: PushGossipConfig = PushGossipConfig()
+    gossip: GossipConfig = GossipConfig()
     membership: MembershipConfig = FullMembershipConfig()
+
+    @model_validator(mode="after")
+    def _tree_needs_an_active_view(self) -> NodeConfig:
+        if self.gossip.mode == "tree" and not isinstance(self.membership, HyParViewConfig):
+            raise ValueError(
+                "gossip.mode = 'tree' needs membership.kind = 'hyparview': a tree is built "
+                "over a small, symmetric active view"
+            )
+        return self
 
     @field_validator("groups")
     @classmethod
@@ -89,10 +100,11 @@ _Timer = tuple[float, int, Callable[[float], None]]
 
 
 class Node:
-    """One gridmesh node: membership + push gossip, driven from outside."""
+    """One gridmesh node: membership + dissemination, driven from outside."""
 
     __slots__ = (
         "_address",
+        "_gossip_kinds",
         "_me",
         "_membership_kinds",
         "_node_id",
@@ -138,7 +150,10 @@ class Node:
         self._membership_kinds = self.membership.KINDS
         # The active view learns liveness from every message; other memberships need not.
         self._observe = getattr(self.membership, "observe", None)
-        self.gossip = PushGossip(self, config.gossip, self.membership)
+        self.gossip: Gossip = make_dissemination(
+            self, config.gossip, self.membership, self._size_estimate
+        )
+        self._gossip_kinds = self.gossip.KINDS
 
     # -- the Host interface protocols use ------------------------------------
 
@@ -200,6 +215,7 @@ class Node:
     def start(self, now: float) -> None:
         """Begin: join the membership and arm the periodic timers."""
         self.membership.start(now)
+        self.gossip.start(now)
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due at ``now``, then ask to be woken for the next."""
@@ -237,6 +253,10 @@ class Node:
                 if self._observe is not None:
                     self._observe(message.sender, now)
                 self.gossip.on_gossip(message, now)
+            elif kind in self._gossip_kinds:
+                if self._observe is not None:
+                    self._observe(message.sender, now)
+                self.gossip.on_message(message, source, now)
             elif kind in self._membership_kinds:
                 self.membership.on_message(message, source, now)
             else:
@@ -252,25 +272,40 @@ class Node:
         *,
         topic: str,
         now: float,
-        fanout: int | None = None,
+        fanout: float | None = None,
         hops: int | None = None,
+        group: str = "",
+        reliability: float | None = None,
     ) -> int:
-        """Disseminate ``payload`` to every node by push gossip; returns the message id."""
+        """Disseminate ``payload`` to every node, or to the nodes of ``group``.
+
+        ``fanout`` (a mean) and ``hops`` override the configured defaults for
+        this message; ``reliability`` asks for a delivery probability instead
+        of a fanout. Returns the message id.
+        """
         return self.gossip.broadcast(
-            payload, topic=topic, now=now, fanout=fanout, hops=hops
+            payload,
+            topic=topic,
+            now=now,
+            fanout=fanout,
+            hops=hops,
+            group=group,
+            reliability=reliability,
         ).message_id
 
     def stats(self) -> dict[str, int]:
         """Counters for monitoring: deliveries, duplicates, members, refusals by reason."""
-        counters = {
-            **self.membership.stats(),
-            "delivered": self.gossip.delivered,
-            "duplicates": self.gossip.duplicates,
-            "relayed": self.gossip.relayed,
-        }
+        counters = {**self.membership.stats(), **self.gossip.stats()}
         for reason, count in (self.rejected or {}).items():
             counters[f"rejected_{reason}"] = count
         return counters
+
+    def _size_estimate(self) -> int | None:
+        """How many nodes the network has, where the membership knows."""
+        membership = self.membership
+        if isinstance(membership, FullMembership):
+            return len(membership.neighbors()) + 1
+        return None
 
     def note_rejected(self, error: RemoteProtocolError) -> None:
         """Count a refused message under its reason (drivers call this for decode errors)."""

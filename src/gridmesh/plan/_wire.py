@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gridmesh.protocols.dissemination import PushGossipConfig
+from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.wire import Envelope, Kind, encode
 
 __all__ = ["COSE_SIGN1_EDDSA_BYTES", "DEFAULT_TOPIC", "WireSize", "measure_wire_size"]
@@ -65,7 +65,7 @@ class WireSize:
 
 
 def _probe(payload_bytes: int, topic: str, auth: bytes | None) -> int:
-    gossip = PushGossipConfig()
+    gossip = GossipConfig()
     envelope = Envelope(
         kind=Kind.GOSSIP,
         message_id=_MESSAGE_ID,

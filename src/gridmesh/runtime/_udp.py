@@ -236,8 +236,10 @@ class UdpNode(asyncio.DatagramProtocol):
                 request.get("payload"),
                 topic=topic,
                 now=time.time(),
-                fanout=_optional_int(request, "fanout"),
+                fanout=_optional_number(request, "fanout"),
                 hops=_optional_int(request, "hops"),
+                group=_optional_text(request, "group"),
+                reliability=_optional_number(request, "reliability"),
             )
             log.info("broadcast message=%d topic=%s", message_id, topic)
             return {"ok": True, "message_id": message_id, "created_us": int(time.time() * 1e6)}
@@ -274,6 +276,22 @@ def _bound_socket(listen: tuple[str, int]) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _optional_number(request: dict[str, object], key: str) -> float | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if type(value) not in (int, float):
+        raise LocalProtocolError(f"control field {key!r} must be a number")
+    return float(value)  # type: ignore[arg-type]  # checked above
+
+
+def _optional_text(request: dict[str, object], key: str) -> str:
+    value = request.get(key, "")
+    if not isinstance(value, str):
+        raise LocalProtocolError(f"control field {key!r} must be text")
+    return value
 
 
 def _optional_int(request: dict[str, object], key: str) -> int | None:

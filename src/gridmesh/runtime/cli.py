@@ -75,8 +75,12 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     broadcast.add_argument("payload", metavar="PAYLOAD", help="JSON, or plain text")
     broadcast.add_argument("--via", required=True, metavar="HOST:PORT", help="node to start at")
     broadcast.add_argument("--topic", default="BROADCAST")
-    broadcast.add_argument("--fanout", type=int, default=None)
+    broadcast.add_argument("--fanout", type=float, default=None, help="mean copies per relay")
     broadcast.add_argument("--hops", type=int, default=None)
+    broadcast.add_argument("--group", default="", help="only nodes of this group deliver it")
+    broadcast.add_argument(
+        "--reliability", type=float, default=None, help="delivery probability, instead of --fanout"
+    )
     broadcast.set_defaults(handler=_broadcast)
 
     status = commands.add_parser("status", help="ask running nodes for their state")
@@ -312,6 +316,10 @@ def _broadcast(args: argparse.Namespace) -> int:
         body["fanout"] = args.fanout
     if args.hops is not None:
         body["hops"] = args.hops
+    if args.group:
+        body["group"] = args.group
+    if args.reliability is not None:
+        body["reliability"] = args.reliability
 
     async def ask() -> dict[str, object]:
         async with await ControlClient.open() as client:

@@ -130,7 +130,13 @@ def _schedule_broadcasts(
                 return
             spec = record.spec
             record.message_id = node.broadcast(
-                spec.payload, topic=spec.topic, now=now, fanout=spec.fanout, hops=spec.hops
+                spec.payload,
+                topic=spec.topic,
+                now=now,
+                fanout=spec.fanout,
+                hops=spec.hops,
+                group=spec.group,
+                reliability=spec.reliability,
             )
             by_message[record.message_id] = record
 

@@ -122,8 +122,16 @@ class BroadcastSpec(_Spec):
     origin: str | int = Field(description="a role name (its first node) or a node id")
     topic: str = Field(min_length=1, max_length=TOPIC_BYTES_MAX)
     payload: Any = None
-    fanout: int | None = Field(default=None, ge=1, le=64)
+    fanout: float | None = Field(default=None, ge=1, le=64, description="mean copies per relay")
     hops: int | None = Field(default=None, ge=1, le=64)
+    group: str = Field(default="", max_length=64, description="only this group's nodes deliver")
+    reliability: float | None = Field(default=None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_way_to_choose_fanout(self) -> BroadcastSpec:
+        if self.fanout is not None and self.reliability is not None:
+            raise ValueError("give fanout or reliability, not both")
+        return self
 
 
 class Scenario(_Spec):

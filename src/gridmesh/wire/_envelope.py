@@ -58,7 +58,7 @@ UINT64_MAX = 2**64 - 1
 class Kind(IntEnum):
     """What an envelope carries; decides which protocol handles it."""
 
-    GOSSIP = 1  # dissemination: [fanout, payload]
+    GOSSIP = 1  # dissemination: [fanout, payload, group, forever]
     JOIN = 2  # full membership: [descriptor]
     MEMBERS = 3  # full membership: [reply_wanted, [descriptor, ...]]
     CYCLON_SHUFFLE = 4  # Cyclon: [[descriptor, ...]]
@@ -76,6 +76,11 @@ class Kind(IntEnum):
     PING = 16  # failure detection: [sender_descriptor, from_neighbor], or [] (indirect)
     PING_REQ = 17  # failure detection: [target_descriptor]
     ACK = 18  # failure detection: [about_node_id]
+    GOSSIP_IHAVE = 19  # lazy push and tree: [[origin, message_id], ...]
+    GOSSIP_IWANT = 20  # lazy push: [[origin, message_id], ...]
+    GOSSIP_GRAFT = 21  # tree: [[origin, message_id], ...]; makes the link eager
+    GOSSIP_PRUNE = 22  # tree: []; makes the link lazy
+    GOSSIP_DIGEST = 23  # pull and anti-entropy: [since_us, [[origin, message_id], ...]]
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
     CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
 

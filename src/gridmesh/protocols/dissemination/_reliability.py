@@ -35,9 +35,7 @@ __all__ = ["RELIABILITY_MAX", "copies_for", "fanout_for", "reach_probability"]
 RELIABILITY_MAX = 1.0 - 1e-12
 
 
-def fanout_for(
-    reliability: float, nodes: int, *, loss: float = 0.0, crashed: float = 0.0
-) -> float:
+def fanout_for(reliability: float, nodes: int, *, loss: float = 0.0, crashed: float = 0.0) -> float:
     """The mean fanout that reaches all ``nodes`` with probability ``reliability``."""
     if not 0.0 < reliability <= RELIABILITY_MAX:
         raise LocalProtocolError(

@@ -1,0 +1,272 @@
+"""Tree-based epidemic broadcast (Plumtree).
+
+Theory of operation
+-------------------
+Leitão, Pereira and Rodrigues, "Epidemic Broadcast Trees" (SRDS 2007). Each
+node splits its membership's *active view* (``neighbors()``; HyParView keeps
+it small, symmetric and repaired) into **eager** and **lazy** peers. All start
+eager, so the first broadcast floods the overlay like push gossip; the tree
+then emerges from the duplicates:
+
+* a node that receives a message **for the first time** delivers it, pushes
+  the payload to its eager peers and announces its id (``GOSSIP_IHAVE``) to its
+  lazy peers, the sender excepted, and makes the sender eager (it is now its
+  parent in the tree);
+* a **duplicate** payload means the link closes a cycle: the receiver makes
+  the sender lazy and tells it so (``GOSSIP_PRUNE``), and the sender does the
+  same. Eager links stay symmetric, so they converge to a spanning tree that
+  serves every origin with no duplicates at all;
+* an **IHAVE** for a message not received starts a timer
+  (``request_timeout_s``): if the payload has not come by then (a link or node
+  of the tree failed, a copy was lost), the node asks the announcer for it with
+  ``GOSSIP_GRAFT`` and makes it eager, repairing the tree; further announcers
+  are tried every half timeout;
+* a **GRAFT** makes the requester eager and sends it the stored message.
+
+Neighbours come and go with the membership: every event first reconciles the
+eager and lazy sets with ``neighbors()`` (new neighbours start eager; gone
+ones are forgotten). The tree mode ignores the fanout; by default a message
+may travel ``hops_max`` hops, since a tree is deeper than a gossip's rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from gridmesh.protocols._host import Host, Peer, PeerSampling, new_envelope
+from gridmesh.protocols.dissemination._config import GossipConfig
+from gridmesh.protocols.dissemination._gossip import (
+    ANNOUNCERS_MAX,
+    PENDING_MAX,
+    Gossip,
+    SizeEstimate,
+    as_relayed,
+    parse_gossip_body,
+    parse_keys,
+)
+from gridmesh.protocols.dissemination._store import MessageKey
+from gridmesh.wire import Envelope, Kind
+
+__all__ = ["TreeGossip"]
+
+
+class TreeGossip(Gossip):
+    """One node's Plumtree broadcast, over the membership's active view."""
+
+    KINDS: ClassVar[frozenset[Kind]] = frozenset(
+        {Kind.GOSSIP, Kind.GOSSIP_IHAVE, Kind.GOSSIP_GRAFT, Kind.GOSSIP_PRUNE, Kind.GOSSIP_DIGEST}
+    )
+
+    __slots__ = ("_eager", "_lazy", "_neighbors", "grafts", "prunes")
+
+    def __init__(
+        self,
+        host: Host,
+        config: GossipConfig,
+        peers: PeerSampling,
+        size_estimate: SizeEstimate = lambda: None,
+    ) -> None:
+        super().__init__(host, config, peers, size_estimate)
+        self._neighbors: dict[int, Peer] = {}
+        self._eager: set[int] = set()
+        self._lazy: set[int] = set()
+        self.grafts = 0  # GRAFTs sent: tree repairs
+        self.prunes = 0  # PRUNEs sent: cycles cut
+
+    def broadcast(
+        self,
+        payload: object,
+        *,
+        topic: str,
+        now: float,
+        fanout: float | None = None,
+        hops: int | None = None,
+        group: str = "",
+        reliability: float | None = None,
+    ) -> Envelope:
+        hops = self._config.hops_max if hops is None else hops
+        return super().broadcast(
+            payload,
+            topic=topic,
+            now=now,
+            fanout=fanout,
+            hops=hops,
+            group=group,
+            reliability=reliability,
+        )
+
+    def stats(self) -> dict[str, int]:
+        return {
+            **super().stats(),
+            "eager": len(self._eager),
+            "lazy": len(self._lazy),
+            "grafts": self.grafts,
+            "prunes": self.prunes,
+        }
+
+    def eager_peers(self) -> list[int]:
+        """Ids of the peers this node pushes payloads to (its tree links)."""
+        self._sync()
+        return sorted(self._eager)
+
+    # -- input ---------------------------------------------------------------
+
+    def on_message(self, message: Envelope, source: str, now: float) -> None:
+        kind = message.kind
+        if kind is Kind.GOSSIP:
+            self.on_gossip(message, now)
+        elif kind is Kind.GOSSIP_IHAVE:
+            self._on_announce(message, source, now)
+        elif kind is Kind.GOSSIP_GRAFT:
+            self._on_graft(message, source, now)
+        elif kind is Kind.GOSSIP_PRUNE:
+            self._sync()
+            self._make_lazy(message.sender)
+        elif kind is Kind.GOSSIP_DIGEST:
+            self._on_digest(message, source, now)
+
+    def on_gossip(self, message: Envelope, now: float) -> None:
+        key = (message.origin, message.message_id)
+        sender = message.sender
+        self._sync()
+        if key in self._seen:
+            self.duplicates += 1
+            if sender in self._eager and message.hops_left > 0:
+                # A second payload closes a cycle: cut the link it came over.
+                # (A digest answer, with no hops left, is a repair, not a tree link.)
+                self._make_lazy(sender)
+                self.prunes += 1
+                self._host.send(
+                    [self._neighbors[sender]], new_envelope(self._host, Kind.GOSSIP_PRUNE, [], now)
+                )
+            return
+        _, payload, group, _ = parse_gossip_body(message.body)
+        self._seen.add(key)
+        self._pending.pop(key, None)
+        if message.hops_left == 0:
+            self.repaired += 1
+        elif sender in self._neighbors:
+            self._make_eager(sender)
+        hops_left = min(message.hops_left, self._config.hops_max) - 1
+        store = self._store
+        assert store is not None  # the tree mode always keeps messages, for grafts
+        store.add(key, message, max(hops_left, 0), now)
+        self._take(message, payload, group, now)
+        self._spread(
+            message, key, fanout=0.0, group=group, hops_left=hops_left, came_from=sender, now=now
+        )
+
+    # -- the tree ------------------------------------------------------------
+
+    def _spread(
+        self,
+        message: Envelope,
+        key: MessageKey,
+        *,
+        fanout: float,
+        group: str,
+        hops_left: int,
+        came_from: int,
+        now: float,
+    ) -> None:
+        if hops_left <= 0:
+            return
+        self._sync()
+        neighbors = self._neighbors
+        eager = [neighbors[i] for i in self._eager if i != came_from]
+        lazy = [neighbors[i] for i in self._lazy if i != came_from]
+        host = self._host
+        if came_from and (eager or lazy):
+            self.relayed += 1
+        if eager:
+            eager.sort(key=_by_id)  # set order must not leak into a deterministic run
+            host.send(eager, message.relayed(host.node_id, hops_left) if came_from else message)
+        if lazy:
+            lazy.sort(key=_by_id)
+            host.send(lazy, new_envelope(host, Kind.GOSSIP_IHAVE, [list(key)], now))
+
+    def _on_announce(self, message: Envelope, source: str, now: float) -> None:
+        keys = parse_keys(message.body, "GOSSIP_IHAVE")
+        announcer = Peer(message.sender, source)
+        pending = self._pending
+        for key in keys:
+            if key in self._seen:
+                continue
+            waiting = pending.get(key)
+            if waiting is not None:
+                if len(waiting) < ANNOUNCERS_MAX:
+                    waiting.append(announcer)
+                continue
+            if len(pending) >= PENDING_MAX:
+                continue
+            pending[key] = [announcer]
+            # Wait first: the payload is most likely on its way along the tree.
+            self._host.call_at(now + self._config.request_timeout_s, self._graft_timer(key))
+
+    def _graft_timer(self, key: MessageKey) -> Callable[[float], None]:
+        def expire(now: float) -> None:
+            waiting = self._pending.get(key)
+            if waiting is None or key in self._seen:
+                self._pending.pop(key, None)
+                return
+            if not waiting:
+                del self._pending[key]  # every announcer tried: anti-entropy may still
+                return
+            announcer = waiting.pop(0)
+            self._sync()
+            if announcer.node_id in self._neighbors:
+                self._make_eager(announcer.node_id)
+            self.grafts += 1
+            self.requested += 1
+            self._host.send(
+                [announcer], new_envelope(self._host, Kind.GOSSIP_GRAFT, [list(key)], now)
+            )
+            self._host.call_at(now + self._config.request_timeout_s / 2, expire)
+
+        return expire
+
+    def _on_graft(self, message: Envelope, source: str, now: float) -> None:
+        keys = parse_keys(message.body, "GOSSIP_GRAFT")
+        self._sync()
+        if message.sender in self._neighbors:
+            self._make_eager(message.sender)
+        store = self._store
+        assert store is not None
+        requester = Peer(message.sender, source)
+        host = self._host
+        for key in keys[: self._config.reply_messages_max]:
+            found = store.get(key, now)
+            if found is not None:
+                stored, hops_left = found
+                host.send([requester], as_relayed(stored, host.node_id, hops_left))
+
+    def _sync(self) -> None:
+        """Make the eager and lazy sets match the membership's current neighbours."""
+        current = self._peers.neighbors()
+        neighbors = self._neighbors
+        if len(current) == len(neighbors) and all(
+            neighbors.get(peer.node_id) is peer for peer in current
+        ):
+            return
+        fresh = {peer.node_id: peer for peer in current}
+        for gone in neighbors.keys() - fresh.keys():
+            self._eager.discard(gone)
+            self._lazy.discard(gone)
+        for new in fresh.keys() - neighbors.keys():
+            self._eager.add(new)
+        self._neighbors = fresh
+
+    def _make_eager(self, node_id: int) -> None:
+        if node_id in self._neighbors:
+            self._lazy.discard(node_id)
+            self._eager.add(node_id)
+
+    def _make_lazy(self, node_id: int) -> None:
+        if node_id in self._neighbors:
+            self._eager.discard(node_id)
+            self._lazy.add(node_id)
+
+
+def _by_id(peer: Peer) -> int:
+    return peer.node_id
