@@ -125,6 +125,7 @@ def overlay_mesh(
     contact: str = "random",
     spread_s: float = 0.0,
     loss: float = 0.0,
+    gossip: GossipConfig | None = None,
 ) -> Simulator:
     """``count`` nodes running a partial-view membership; node i first knows one contact."""
     import random
@@ -135,7 +136,7 @@ def overlay_mesh(
     assert isinstance(membership, CyclonConfig | NewscastConfig | HyParViewConfig)
     link = LinkClass(latency=UniformLatency(low_s=0.005, high_s=0.05), loss=loss)
     sim = Simulator(seed=seed, network=NetworkConfig(lan=link, wan=link))
-    config = NodeConfig(membership=membership)
+    config = NodeConfig(membership=membership, gossip=gossip or GossipConfig())
     rng = random.Random(seed)
     contacts = [0, 0] + [
         1
