@@ -183,3 +183,50 @@ def test_the_python_api_example_in_the_readme_runs_and_reaches_everyone() -> Non
     readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
     example = (EXAMPLES / "python_api.py").read_text(encoding="utf-8")
     assert example.split("\n\n", 1)[1].strip() in readme  # the README shows this very code
+
+
+GROUPS = """
+name = "rtp-tariff"
+[simulation]
+duration_s = 10.0
+seed = 5
+[[roles]]
+name = "utility"
+count = 1
+[[roles]]
+name = "meter_rtp"
+service = "meter"
+count = 150
+groups = ["tariff:RTP"]
+[[roles]]
+name = "meter_flat"
+service = "meter"
+count = 250
+groups = ["tariff:flat"]
+[node.gossip]
+fanout = 8
+[node.membership]
+exchange_interval_s = 0
+[[broadcast]]
+at_s = 1.0
+origin = "utility"
+topic = "TARIFF/RTP/price"
+group = "tariff:RTP"
+payload = { price_eur_kwh = 0.081 }
+"""
+
+
+def test_a_group_broadcast_reaches_the_roles_in_that_group_only() -> None:
+    report = run_scenario(parse_scenario(GROUPS))
+    (broadcast,) = report["per_broadcast"]  # type: ignore[misc]
+    assert broadcast["group"] == "tariff:RTP"
+    assert broadcast["targets"] == 150
+    assert broadcast["delivered"] == 150, "seed 5"
+    # Static membership sees every node's groups: no flat-tariff meter even carries it.
+    assert report["dissemination"]["carried"] == 0  # type: ignore[index]
+    assert report["dissemination"]["delivered"] == 150  # type: ignore[index]
+
+
+def test_a_role_group_name_that_is_too_long_is_refused() -> None:
+    with pytest.raises(ConfigError, match="group"):
+        parse_scenario(GROUPS.replace('groups = ["tariff:RTP"]', f'groups = ["{"x" * 65}"]'))

@@ -72,19 +72,25 @@ def run_scenario(
 
 
 def _add_nodes(scenario: Scenario, sim: Simulator, seed: int) -> None:
-    config = scenario.node
     count = scenario.node_count
-    membership = config.membership
+    configs = [scenario.node] * (count + 1)  # by node id
+    for ids, _, role_config in scenario.node_configs():
+        for node_id in ids:
+            configs[node_id] = role_config
+    membership = scenario.node.membership
     if isinstance(membership, FullMembershipConfig) and membership.exchange_interval_s == 0:
         # Static full membership: one shared directory serves every node.
-        directory = PeerDirectory(Peer(node_id, str(node_id)) for node_id in range(1, count + 1))
+        directory = PeerDirectory(
+            sim.peer(node_id, str(node_id), c.service, c.groups)
+            for node_id, c in enumerate(configs[1:], start=1)
+        )
 
         def make_static(node_id: int) -> Node:
             return Node(
                 node_id,
                 transport=sim,
                 rng=sim.node_rng,
-                config=config,
+                config=configs[node_id],
                 address=sim.address_of(node_id),
                 directory=directory,
             )
@@ -102,7 +108,7 @@ def _add_nodes(scenario: Scenario, sim: Simulator, seed: int) -> None:
             node_id,
             transport=sim,
             rng=sim.node_rng,
-            config=config,
+            config=configs[node_id],
             address=sim.address_of(node_id),
             seeds=seeds,
         )
@@ -174,13 +180,22 @@ def _report(
 ) -> dict[str, object]:
     node_count = scenario.node_count
     live = [node_id for node_id in range(1, node_count + 1) if sim.is_up(node_id)]
+    groups_of: list[tuple[str, ...]] = [()] * (node_count + 1)
+    for ids, _, role_config in scenario.node_configs():
+        for node_id in ids:
+            groups_of[node_id] = role_config.groups
     per_broadcast: list[dict[str, object]] = []
     all_latencies: list[float] = []
     delivered_total = 0
     targets_total = 0
     for record in records:
         latency = record.latency_s
-        targets = [node_id for node_id in live if node_id != record.origin]
+        group = record.spec.group
+        targets = [
+            node_id
+            for node_id in live
+            if node_id != record.origin and (not group or group in groups_of[node_id])
+        ]
         reached = [latency[node_id] for node_id in targets if not math.isnan(latency[node_id])]
         delivered_total += len(reached)
         targets_total += len(targets)
@@ -190,6 +205,7 @@ def _report(
                 "at_s": record.at_s,
                 "origin": record.origin,
                 "topic": record.spec.topic,
+                "group": group,
                 "sent": record.message_id is not None,
                 "targets": len(targets),
                 "delivered": len(reached),
@@ -198,8 +214,12 @@ def _report(
             }
         )
     live_nodes = [node for node in (sim.node(i) for i in live) if node is not None]
-    duplicates = sum(node.gossip.duplicates for node in live_nodes)
-    deliveries = sum(node.gossip.delivered for node in live_nodes)
+    gossip: dict[str, int] = {}
+    for node in live_nodes:
+        for counter, value in node.gossip.stats().items():
+            gossip[counter] = gossip.get(counter, 0) + value
+    duplicates = gossip.get("duplicates", 0)
+    deliveries = gossip.get("delivered", 0)
     rejected: dict[str, int] = {}
     for node in live_nodes:
         for reason, count in (node.rejected or {}).items():
@@ -238,6 +258,7 @@ def _report(
         "origin_messages_sent": sum(sent[origin - 1] for origin in origins),
         "duplicates": duplicates,
         "duplicates_per_delivery": rounded(duplicates / deliveries) if deliveries else None,
+        "dissemination": {"mode": scenario.node.gossip.mode, **dict(sorted(gossip.items()))},
         "rejected": dict(sorted(rejected.items())),
         "network": {
             "delivered": sim.messages_delivered,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.config import load_toml, parse_toml, validate_model
 from gridmesh.node import NodeConfig
+from gridmesh.protocols.membership import check_profile
 from gridmesh.sim import NetworkConfig
 from gridmesh.wire import TOPIC_BYTES_MAX
 
@@ -36,10 +37,22 @@ class _Spec(BaseModel):
 
 
 class RoleSpec(_Spec):
-    """A group of nodes with one role; ids are given in file order, from 1."""
+    """A group of nodes with one role; ids are given in file order, from 1.
+
+    ``service`` (default: the role's name) and ``groups`` are what these nodes
+    advertise and which group messages they deliver (seed 002: set at
+    deployment, nothing at the sender).
+    """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
     count: int = Field(ge=1, le=NODES_MAX)
+    service: str | None = None
+    groups: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _profile_fits(self) -> RoleSpec:
+        check_profile(self.service or self.name, self.groups)
+        return self
 
 
 class SimulationSpec(_Spec):
@@ -170,6 +183,19 @@ class Scenario(_Spec):
     @property
     def node_count(self) -> int:
         return sum(role.count for role in self.roles)
+
+    def node_configs(self) -> list[tuple[range, RoleSpec, NodeConfig]]:
+        """Each role's node ids and node configuration (``node`` plus its profile)."""
+        result = []
+        first = 1
+        base = self.node.model_dump()
+        for role in self.roles:
+            config = NodeConfig.model_validate(
+                {**base, "service": role.service or role.name, "groups": role.groups}
+            )
+            result.append((range(first, first + role.count), role, config))
+            first += role.count
+        return result
 
     def role_ids(self, name: str) -> range:
         first = 1
