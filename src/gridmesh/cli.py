@@ -54,11 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(handler=_simulate)
 
+    from gridmesh.models.cli import add_model_commands
     from gridmesh.plan.cli import add_plan_commands
     from gridmesh.runtime.cli import add_runtime_commands
 
     add_runtime_commands(commands)
     add_plan_commands(commands)
+    add_model_commands(commands)
     return parser
 
 
