@@ -19,10 +19,14 @@ class RecordingTransport:
 
     sent: list[tuple[int, Peer, Envelope]] = field(default_factory=list)
     wakes: list[tuple[int, float]] = field(default_factory=list)
+    multicasts: list[tuple[int, Envelope]] = field(default_factory=list)
     deliveries: list[tuple[int, Delivery]] = field(default_factory=list)
 
     def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None:
         self.sent.extend((source, peer, message) for peer in peers)
+
+    def multicast(self, source: int, message: Envelope) -> None:
+        self.multicasts.append((source, message))
 
     def wake_at(self, node_id: int, when: float) -> None:
         self.wakes.append((node_id, when))

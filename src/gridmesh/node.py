@@ -13,9 +13,11 @@ what it asks, through the ``Transport`` interface:
   ``handle_timer(now)`` when a wake-up it was asked for comes due — late if it
   must, never early (``now >= when``);
 * the node calls ``transport.send(node_id, peers, message)`` to send,
-  ``transport.wake_at(node_id, when)`` to be woken (spurious or duplicate
-  wake-ups are harmless), and ``transport.deliver(node_id, delivery)`` to hand
-  a message to the application, and ``transport.peer(...)`` to intern a
+  ``transport.multicast(node_id, message)`` for one native multicast into the
+  node's LAN domain (hybrid multicast only), ``transport.wake_at(node_id,
+  when)`` to be woken (spurious or duplicate wake-ups are harmless),
+  ``transport.deliver(node_id, delivery)`` to hand a message to the
+  application, and ``transport.peer(...)`` to intern a
   descriptor (the simulator shares one object per node among all views).
 
 The simulator (``gridmesh.sim``) and the asyncio runtime
@@ -88,6 +90,10 @@ class Transport(Protocol):
     """What a driver does for the nodes it runs."""
 
     def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None: ...
+
+    def multicast(self, source: int, message: Envelope) -> None:
+        """Native multicast into ``source``'s LAN domain; LocalProtocolError if none."""
+        ...
 
     def wake_at(self, node_id: int, when: float) -> None: ...
 
@@ -182,6 +188,9 @@ class Node:
 
     def send(self, peers: Sequence[Peer], message: Envelope) -> None:
         self._transport.send(self._node_id, peers, message)
+
+    def multicast(self, message: Envelope) -> None:
+        self._transport.multicast(self._node_id, message)
 
     def deliver(self, message: Envelope, payload: object, now: float) -> None:
         self._transport.deliver(

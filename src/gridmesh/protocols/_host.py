@@ -117,6 +117,13 @@ class Host(Protocol):
 
     def send(self, peers: Sequence[Peer], message: Envelope) -> None: ...
 
+    def multicast(self, message: Envelope) -> None:
+        """One native multicast transmission to every node of this node's LAN domain.
+
+        Raises ``LocalProtocolError`` where the driver has no native multicast.
+        """
+        ...
+
     def call_at(self, when: float, callback: Callable[[float], None]) -> None: ...
 
     def deliver(self, message: Envelope, payload: object, now: float) -> None: ...

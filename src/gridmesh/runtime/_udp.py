@@ -62,6 +62,11 @@ class UdpNode(asyncio.DatagramProtocol):
         rng: random.Random | None = None,
         on_delivery: Callable[[Delivery], None] | None = None,
     ) -> None:
+        if config is not None and config.gossip.mode == "hybrid":
+            raise LocalProtocolError(
+                "gossip.mode = 'hybrid' needs native multicast, which the UDP runtime does "
+                "not drive yet; it is a simulator baseline (see docs/PROTOCOL.md)"
+            )
         self.listen = listen
         self.advertise = advertise or format_address(*listen)
         self._descriptors: dict[int, Peer] = {}
@@ -138,6 +143,9 @@ class UdpNode(asyncio.DatagramProtocol):
                 self.send_errors += 1
                 continue
             self._socket.sendto(data, destination)
+
+    def multicast(self, source: int, message: Envelope) -> None:
+        raise LocalProtocolError("the UDP runtime has no native multicast")
 
     def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
         known = self._descriptors.get(node_id)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-__all__ = ["percentiles", "render_summary", "rounded", "write_report"]
+__all__ = ["cdf", "percentiles", "render_summary", "rounded", "write_report"]
 
 _DIGITS = 6
 
@@ -30,6 +30,15 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
         return rounded(ordered[max(0, math.ceil(p / 100.0 * count) - 1)])
 
     return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": rounded(ordered[-1])}
+
+
+def cdf(values: Sequence[float], steps: int = 20) -> list[float | None]:
+    """The 0, 1/steps, ..., 100% quantiles (nearest rank): a delivery-vs-time curve."""
+    if not values:
+        return [None] * (steps + 1)
+    ordered = sorted(values)
+    count = len(ordered)
+    return [rounded(ordered[max(0, math.ceil(k / steps * count) - 1)]) for k in range(steps + 1)]
 
 
 def write_report(report: dict[str, object], directory: Path) -> Path:

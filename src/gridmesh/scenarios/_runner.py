@@ -11,15 +11,17 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Callable
+from itertools import pairwise
 from random import Random
 
 from gridmesh import __version__
-from gridmesh.node import Node
+from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Delivery, Peer
+from gridmesh.protocols.dissemination import GATEWAY_GROUP, parent_group
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
-from gridmesh.scenarios._report import percentiles, rounded
+from gridmesh.scenarios._report import cdf, percentiles, rounded
 from gridmesh.scenarios._schema import BroadcastSpec, Scenario
-from gridmesh.sim import Simulator, snapshot
+from gridmesh.sim import RouterTopology, Simulator, TrafficTrace, snapshot
 
 __all__ = ["run_scenario"]
 
@@ -57,6 +59,8 @@ def run_scenario(
     _add_nodes(scenario, sim, seed)
 
     records = [_BroadcastRecord(b, scenario.origin_id(b), node_count) for b in scenario.broadcast]
+    if scenario.simulation.link_stress:
+        sim.trace = TrafficTrace([record.origin for record in records])
     by_message: dict[int, _BroadcastRecord] = {}
     _schedule_broadcasts(sim, records, by_message)
     _schedule_faults(scenario, sim, seed, origins={r.origin for r in records})
@@ -73,10 +77,7 @@ def run_scenario(
 
 def _add_nodes(scenario: Scenario, sim: Simulator, seed: int) -> None:
     count = scenario.node_count
-    configs = [scenario.node] * (count + 1)  # by node id
-    for ids, _, role_config in scenario.node_configs():
-        for node_id in ids:
-            configs[node_id] = role_config
+    configs = node_configs(scenario)
     membership = scenario.node.membership
     if isinstance(membership, FullMembershipConfig) and membership.exchange_interval_s == 0:
         # Static full membership: one shared directory serves every node.
@@ -99,11 +100,13 @@ def _add_nodes(scenario: Scenario, sim: Simulator, seed: int) -> None:
         return
     bootstrap = scenario.bootstrap
     rng = Random(f"gridmesh-bootstrap:{seed}")
-    contacts = [0] + [_contact(bootstrap.contact, node_id, rng) for node_id in range(2, count + 1)]
+    contacts = [()] + [
+        _contacts(bootstrap.contact, bootstrap.contacts, node_id, rng)
+        for node_id in range(2, count + 1)
+    ]
 
     def make_joining(node_id: int) -> Node:
-        contact = contacts[node_id - 1]
-        seeds = (Peer(contact, str(contact)),) if contact else ()
+        seeds = tuple(Peer(contact, str(contact)) for contact in contacts[node_id - 1])
         return Node(
             node_id,
             transport=sim,
@@ -117,12 +120,52 @@ def _add_nodes(scenario: Scenario, sim: Simulator, seed: int) -> None:
         sim.add_nodes(1, make_joining, start_at=bootstrap.spread_s * (node_id - 1) / count)
 
 
-def _contact(rule: str, node_id: int, rng: Random) -> int:
+def node_configs(scenario: Scenario) -> list[NodeConfig]:
+    """Each node's configuration, by node id (index 0 unused).
+
+    The role's profile, plus what a baseline mode derives from the layout:
+    ``hierarchy``: roles are the levels, in file order, and the nodes of one
+    level are split into contiguous blocks under the nodes of the level above
+    (each gets group ``parent:<id>``); ``hybrid``: the first node of every LAN
+    domain is its gateway (group ``gateway``).
+    """
+    count = scenario.node_count
+    configs = [scenario.node] * (count + 1)
+    extra: list[tuple[str, ...]] = [()] * (count + 1)
+    roles = scenario.node_configs()
+    for ids, _, role_config in roles:
+        for node_id in ids:
+            configs[node_id] = role_config
+    mode = scenario.node.gossip.mode
+    if mode == "hierarchy":
+        for (parents, _, _), (children, _, _) in pairwise(roles):
+            for position, child in enumerate(children):
+                parent = parents[position * len(parents) // len(children)]
+                extra[child] = (parent_group(parent),)
+    elif mode == "hybrid":
+        domain_size = scenario.network.domain_size
+        for first in range(1, count + 1, domain_size):
+            extra[first] = (GATEWAY_GROUP,)
+    if mode in ("hierarchy", "hybrid"):
+        for node_id in range(1, count + 1):
+            if extra[node_id]:
+                base = configs[node_id]
+                configs[node_id] = base.model_copy(
+                    update={"groups": (*base.groups, *extra[node_id])}
+                )
+    return configs
+
+
+def _contacts(rule: str, count: int, node_id: int, rng: Random) -> tuple[int, ...]:
+    """Up to ``count`` distinct earlier nodes for ``node_id`` to join through."""
+    earlier = node_id - 1
     if rule == "first":
-        return 1
+        return tuple(range(1, min(count, earlier) + 1))
     if rule == "previous":
-        return node_id - 1
-    return 1 + int(rng.random() * (node_id - 1))
+        return tuple(range(earlier, max(0, earlier - count), -1))
+    if count == 1:  # the draw earlier versions made, so old seeds give old runs
+        return (1 + int(rng.random() * earlier),)
+    return tuple(1 + i for i in rng.sample(range(earlier), min(count, earlier)))
 
 
 def _schedule_broadcasts(
@@ -185,6 +228,11 @@ def _report(
         for node_id in ids:
             groups_of[node_id] = role_config.groups
     per_broadcast: list[dict[str, object]] = []
+    topology = (
+        RouterTopology(node_count, scenario.network.domain_size, scenario.routers, seed=seed)
+        if sim.trace is not None
+        else None
+    )
     all_latencies: list[float] = []
     delivered_total = 0
     targets_total = 0
@@ -211,6 +259,8 @@ def _report(
                 "delivered": len(reached),
                 "delivery_ratio": rounded(len(reached) / len(targets)) if targets else None,
                 "latency_s": percentiles(reached),
+                "latency_cdf_s": cdf(reached),
+                **_stress(sim, topology, record),
             }
         )
     live_nodes = [node for node in (sim.node(i) for i in live) if node is not None]
@@ -256,6 +306,11 @@ def _report(
         "bytes_sent": sim.bytes_sent,
         "messages_per_node": {"mean": rounded(sim.messages_sent / node_count), "max": max(sent)},
         "origin_messages_sent": sum(sent[origin - 1] for origin in origins),
+        "origin_bytes_sent": sum(sim.bytes_by_node[origin - 1] for origin in origins),
+        "busiest_node": {
+            "messages_sent": max(sent),
+            "bytes_sent": max(sim.bytes_by_node),
+        },
         "duplicates": duplicates,
         "duplicates_per_delivery": rounded(duplicates / deliveries) if deliveries else None,
         "dissemination": {"mode": scenario.node.gossip.mode, **dict(sorted(gossip.items()))},
@@ -272,3 +327,12 @@ def _report(
         "overlay": overlay,
         "per_broadcast": per_broadcast,
     }
+
+
+def _stress(
+    sim: Simulator, topology: RouterTopology | None, record: _BroadcastRecord
+) -> dict[str, object]:
+    if topology is None or sim.trace is None or record.message_id is None:
+        return {}
+    stress = topology.stress(sim.trace, (record.origin, record.message_id))
+    return {"link_stress": {**stress.model_dump(), "truncated": sim.trace.truncated}}

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gridmesh.config import load_toml, parse_toml, validate_model
 from gridmesh.node import NodeConfig
 from gridmesh.protocols.membership import check_profile
-from gridmesh.sim import NetworkConfig
+from gridmesh.sim import NetworkConfig, RouterTopologyConfig
 from gridmesh.wire import TOPIC_BYTES_MAX
 
 __all__ = [
@@ -61,17 +61,25 @@ class SimulationSpec(_Spec):
     wire_fidelity: bool = Field(
         default=False, description="encode and decode every simulated message"
     )
+    link_stress: bool = Field(
+        default=False, description="trace each broadcast's copies over a router topology"
+    )
 
 
 class BootstrapSpec(_Spec):
     """How nodes find their first contact (partial-view and gossiped memberships).
 
     ``first``: everyone contacts node 1 (a star); ``previous``: node i contacts
-    node i - 1 (a chain); ``random``: a random earlier node. Node i starts at
+    node i - 1 (a chain); ``random``: a random earlier node. With ``contacts``
+    > 1, each node knows that many (nodes 1..k, i-1..i-k, or k random earlier
+    ones), as an operator would configure several seeds. Node i starts at
     ``spread_s * (i - 1) / nodes``.
     """
 
     contact: Literal["first", "previous", "random"] = "first"
+    contacts: int = Field(
+        default=1, ge=1, le=16, description="how many distinct earlier nodes each node knows"
+    )
     spread_s: float = Field(default=0.0, ge=0.0, le=_TIME_S_MAX)
 
 
@@ -157,6 +165,7 @@ class Scenario(_Spec):
     node: NodeConfig = NodeConfig()
     bootstrap: BootstrapSpec = BootstrapSpec()
     network: NetworkConfig = NetworkConfig()
+    routers: RouterTopologyConfig = RouterTopologyConfig()
     faults: FaultsSpec = FaultsSpec()
     broadcast: list[BroadcastSpec] = Field(default_factory=list, max_length=100_000)
 

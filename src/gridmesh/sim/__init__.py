@@ -10,16 +10,21 @@ from gridmesh.sim._network import (
     UniformLatency,
 )
 from gridmesh.sim._overlay import OverlaySnapshot, UniformityTest, snapshot, uniformity_test
+from gridmesh.sim._routers import LinkStress, RouterTopology, RouterTopologyConfig, TrafficTrace
 
 __all__ = [
     "ConstantLatency",
     "LatencyModel",
     "LinkClass",
+    "LinkStress",
     "LogNormalLatency",
     "NetworkConfig",
     "NodeFactory",
     "OverlaySnapshot",
+    "RouterTopology",
+    "RouterTopologyConfig",
     "Simulator",
+    "TrafficTrace",
     "UniformLatency",
     "UniformityTest",
     "snapshot",

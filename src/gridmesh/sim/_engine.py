@@ -40,7 +40,8 @@ from gridmesh.node import Node
 from gridmesh.protocols import Delivery, Peer
 from gridmesh.sim._network import NetworkConfig, uniform_stream
 from gridmesh.sim._queue import CalendarQueue
-from gridmesh.wire import MESSAGE_BYTES_MAX, Envelope, encode
+from gridmesh.sim._routers import TrafficTrace
+from gridmesh.wire import MESSAGE_BYTES_MAX, Envelope, Kind, encode
 
 __all__ = ["NodeFactory", "Simulator"]
 
@@ -89,6 +90,8 @@ class Simulator:
         self._descriptors: list[Peer | None] = []  # the interned descriptor of each node
         self._group_of: Sequence[int] | None = None
         self.on_deliver: DeliveryObserver | None = None
+        #: When set, payload copies of the messages it names are recorded (link stress).
+        self.trace: TrafficTrace | None = None
         # Counters: what the report is made of.
         self.messages_sent = 0
         self.bytes_sent = 0
@@ -100,6 +103,7 @@ class Simulator:
         self.messages_unroutable = 0
         self.events_processed = 0
         self.sent_by_node: list[int] = []
+        self.bytes_by_node: list[int] = []
 
     # -- building a run ------------------------------------------------------
 
@@ -119,6 +123,7 @@ class Simulator:
             self._descriptors.append(None)
             self._factories.append(make)
             self.sent_by_node.append(0)
+            self.bytes_by_node.append(0)
             node = make(node_id)
             assert node.node_id == node_id, "a factory must build the node id it is given"
             self._nodes.append(node)
@@ -166,11 +171,16 @@ class Simulator:
         src = source - 1
         self.messages_sent += count
         self.sent_by_node[src] += count
+        self.bytes_by_node[src] += size * count
         self.bytes_sent += size * count
         if size > self.message_bytes_max:
             self.messages_oversized += count
             return
         item = data if self.wire_fidelity else message
+        trace = self.trace
+        if trace is not None and message.kind is Kind.GOSSIP and message.origin in trace.origins:
+            destinations = [(p.node_id or _address_to_id(p.address)) - 1 for p in peers]
+            trace.unicast((message.origin, message.message_id), src, destinations)
         node_count = len(self._nodes)
         domain_size = self._domain_size
         src_domain = src // domain_size
@@ -187,6 +197,45 @@ class Simulator:
                 loss, latency = self._lan_loss, self._lan_latency
             else:
                 loss, latency = self._wan_loss, self._wan_latency
+            if loss and draw() < loss:
+                self.messages_lost += 1
+                continue
+            if group_of is not None and group_of[src] != group_of[dst]:
+                self.messages_partitioned += 1
+                continue
+            self._seq += 1
+            push((now + latency(), self._seq, _DELIVER, dst, item, src))
+
+    def multicast(self, source: int, message: Envelope) -> None:
+        """Native multicast: one transmission reaches every other node of the source's domain.
+
+        Counted as one message (and its bytes) at the source; each receiver
+        then draws its own LAN loss and latency, and partitions apply.
+        """
+        data = encode(message)
+        size = len(data)
+        src = source - 1
+        self.messages_sent += 1
+        self.sent_by_node[src] += 1
+        self.bytes_by_node[src] += size
+        self.bytes_sent += size
+        if size > self.message_bytes_max:
+            self.messages_oversized += 1
+            return
+        item = data if self.wire_fidelity else message
+        domain_size = self._domain_size
+        first = src // domain_size * domain_size
+        receivers = [
+            i for i in range(first, min(first + domain_size, len(self._nodes))) if i != src
+        ]
+        trace = self.trace
+        if trace is not None and message.kind is Kind.GOSSIP and message.origin in trace.origins:
+            trace.multicast((message.origin, message.message_id), src, receivers)
+        loss, latency, draw = self._lan_loss, self._lan_latency, self._loss_draw
+        group_of = self._group_of
+        push = self._queue.push
+        now = self.now
+        for dst in receivers:
             if loss and draw() < loss:
                 self.messages_lost += 1
                 continue

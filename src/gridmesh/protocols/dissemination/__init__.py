@@ -3,12 +3,19 @@
 * ``Gossip``: push, pull, push-pull and lazy push, infect-and-die or
   infect-forever, with optional anti-entropy repair (seed 000);
 * ``TreeGossip``: Plumtree, eager push along a spanning tree;
+* ``BaselineGossip``: unicast, broker, static hierarchy, hybrid multicast;
 * ``fanout_for``: the mean fanout for a requested delivery probability.
 """
 
 from __future__ import annotations
 
 from gridmesh.protocols._host import Host, PeerSampling
+from gridmesh.protocols.dissemination._baselines import (
+    BROKER_SERVICE,
+    GATEWAY_GROUP,
+    BaselineGossip,
+    parent_group,
+)
 from gridmesh.protocols.dissemination._config import (
     FANOUT_MAX,
     GossipConfig,
@@ -26,9 +33,12 @@ from gridmesh.protocols.dissemination._store import MessageKey, MessageStore
 from gridmesh.protocols.dissemination._tree import TreeGossip
 
 __all__ = [
+    "BROKER_SERVICE",
     "FANOUT_MAX",
+    "GATEWAY_GROUP",
     "GROUP_BYTES_MAX",
     "RELIABILITY_MAX",
+    "BaselineGossip",
     "Gossip",
     "GossipConfig",
     "GossipMode",
@@ -41,6 +51,7 @@ __all__ = [
     "copies_for",
     "fanout_for",
     "make_dissemination",
+    "parent_group",
     "reach_probability",
 ]
 
@@ -57,4 +68,6 @@ def make_dissemination(
     """The dissemination protocol ``config.mode`` names."""
     if config.mode == "tree":
         return TreeGossip(host, config, peers, size_estimate)
+    if config.mode in ("unicast", "broker", "hierarchy", "hybrid"):
+        return BaselineGossip(host, config, peers, size_estimate)
     return Gossip(host, config, peers, size_estimate)

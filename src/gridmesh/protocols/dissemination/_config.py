@@ -14,7 +14,9 @@ __all__ = ["FANOUT_MAX", "GossipConfig", "GossipMode", "Infection"]
 #: Hard limit on the fanout a message may ask relays for.
 FANOUT_MAX = 64
 
-GossipMode = Literal["push", "pull", "push-pull", "lazy", "tree"]
+GossipMode = Literal[
+    "push", "pull", "push-pull", "lazy", "tree", "unicast", "broker", "hierarchy", "hybrid"
+]
 Infection = Literal["die", "forever"]
 
 
@@ -25,6 +27,11 @@ class GossipConfig(BaseModel):
     exchange only), ``push-pull`` (both), ``lazy`` (announce ids, send the
     payload on request) or ``tree`` (Plumtree: eager push along a spanning
     tree, ids on the other links; needs the ``hyparview`` membership).
+    The baselines gossip is compared with: ``unicast`` (the origin sends to
+    every member), ``broker`` (through the node whose service is ``broker``),
+    ``hierarchy`` (each node to the members of group ``parent:<its id>``) and
+    ``hybrid`` (native multicast in a LAN domain, gossip between the domains'
+    gateways; needs a driver with multicast, i.e. the simulator).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -82,4 +89,6 @@ class GossipConfig(BaseModel):
     @property
     def keeps_messages(self) -> bool:
         """Whether this node stores what it delivers (to answer pulls, grafts, repairs)."""
-        return self.mode != "push" or self.anti_entropy_interval_s > 0
+        return (
+            self.mode in ("pull", "push-pull", "lazy", "tree") or self.anti_entropy_interval_s > 0
+        )
