@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(handler=_simulate)
 
+    compare = commands.add_parser(
+        "compare", help="run several scenarios and compare them side by side (table + plots)"
+    )
+    compare.add_argument("scenarios", type=Path, nargs="+", metavar="FILE", help="scenario files")
+    compare.add_argument("--seed", type=_non_negative_int, help="one seed for every scenario")
+    compare.add_argument(
+        "--out", type=Path, default=Path("out/compare"), help="directory for the results"
+    )
+    compare.set_defaults(handler=_compare)
+
     from gridmesh.models.cli import add_model_commands
     from gridmesh.plan.cli import add_plan_commands
     from gridmesh.runtime.cli import add_runtime_commands
@@ -102,6 +112,30 @@ def _simulate(args: argparse.Namespace) -> int:
     path = write_report(report, out)
     console.print(render_summary(report))
     console.print(f"report: {path}   (wall time {wall_s:.1f} s, {report['events']:,} events)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from gridmesh.scenarios import (
+        comparison_rows,
+        load_scenario,
+        render_comparison,
+        run_comparison,
+        write_comparison,
+    )
+
+    scenarios = [load_scenario(path) for path in args.scenarios]  # all checked before any runs
+    console = Console()
+    err = Console(stderr=True)
+    started = time.perf_counter()
+    reports = run_comparison(
+        scenarios, seed=args.seed, progress=lambda name: err.print(f"simulating {name} ...")
+    )
+    rows = comparison_rows(scenarios, reports)
+    written = write_comparison(rows, reports, args.out)
+    console.print(render_comparison(rows))
+    wall_s = time.perf_counter() - started
+    console.print(f"written: {', '.join(str(p) for p in written)}   (wall time {wall_s:.1f} s)")
     return 0
 
 

@@ -1,15 +1,26 @@
-"""Scenario files, the runner that simulates them, and their reports."""
+"""Scenario files, the runner that simulates them, their reports and comparisons."""
 
+from gridmesh.scenarios._compare import (
+    comparison_rows,
+    render_comparison,
+    run_comparison,
+    write_comparison,
+)
 from gridmesh.scenarios._report import percentiles, render_summary, write_report
-from gridmesh.scenarios._runner import run_scenario
+from gridmesh.scenarios._runner import node_configs, run_scenario
 from gridmesh.scenarios._schema import Scenario, load_scenario, parse_scenario
 
 __all__ = [
     "Scenario",
+    "comparison_rows",
     "load_scenario",
+    "node_configs",
     "parse_scenario",
     "percentiles",
+    "render_comparison",
     "render_summary",
+    "run_comparison",
     "run_scenario",
+    "write_comparison",
     "write_report",
 ]
