@@ -11,11 +11,12 @@ import random
 from collections import Counter
 
 import cbor2
+import pytest
 
 from gridmesh.errors import RemoteProtocolError
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
-from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
+from gridmesh.protocols.membership import FullMembershipConfig, HyParViewConfig, PeerDirectory
 from gridmesh.wire import Envelope, Kind, decode, encode
 from tests.helpers import RecordingTransport
 
@@ -134,3 +135,88 @@ def test_decoder_and_node_survive_120k_hostile_inputs() -> None:
     assert outcomes["decoded"] > 1000, outcomes
     assert outcomes["malformed"] > 10_000, outcomes
     assert node.rejected is not None and node.rejected["malformed"] > 10_000
+
+
+DISSEMINATION_CORPUS = [
+    (Kind.GOSSIP_IHAVE, [[5, 77], [6, 78]]),
+    (Kind.GOSSIP_IWANT, [[5, 77]]),
+    (Kind.GOSSIP_GRAFT, [[5, 77]]),
+    (Kind.GOSSIP_PRUNE, []),
+    (Kind.GOSSIP_DIGEST, [1_700_000_000_000_000, [[5, 77], [9, 1]]]),
+]
+
+
+@pytest.mark.parametrize("mode", ["lazy", "push-pull", "tree", "hybrid", "hierarchy", "broker"])
+def test_every_dissemination_mode_survives_hostile_messages(mode: str) -> None:
+    """Mutated dissemination messages (IHAVE, IWANT, GRAFT, PRUNE, DIGEST, GOSSIP)."""
+    rng = random.Random(SEED + 1)
+    seeds = corpus() + [
+        encode(Envelope(kind, 77, 5, 6, "T", 1_700_000_000_000_000, 2, body))
+        for kind, body in DISSEMINATION_CORPUS
+    ]
+    membership: object = (
+        HyParViewConfig() if mode == "tree" else FullMembershipConfig(exchange_interval_s=0)
+    )
+    config = NodeConfig.model_validate(
+        {
+            "gossip": {"mode": mode, "anti_entropy_interval_s": 1.0},
+            "membership": membership,
+            "groups": ["gateway"],
+        }
+    )
+    transport = RecordingTransport()
+    directory = PeerDirectory(Peer(i, str(i), "", ("gateway",)) for i in range(1, 50))
+    seed_peers = (Peer(2, "127.0.0.1:2"),)
+    node = Node(
+        1,
+        transport=transport,
+        rng=random.Random(SEED),
+        config=config,
+        directory=directory,
+        seeds=seed_peers,
+    )
+    node.start(0.0)
+    node.broadcast("mine", topic="T", now=0.5)
+    kinds = [Kind.GOSSIP] + [kind for kind, _ in DISSEMINATION_CORPUS]
+    decoded = 0
+    for index in range(20_000):
+        if index % 2:  # bytes: mutated, then decoded
+            try:
+                message = decode(mutate(rng, rng.choice(seeds), seeds))
+            except RemoteProtocolError:
+                continue
+            decoded += 1
+        else:  # structure: a dissemination kind with a body that is almost right
+            body = plain(rng, rng.choice([b for _, b in DISSEMINATION_CORPUS] + [[3, "x", "", 0]]))
+            message = Envelope(
+                rng.choice(kinds),
+                rng.getrandbits(64),
+                rng.randint(1, 60),
+                rng.randint(1, 60),
+                "T",
+                rng.getrandbits(52),
+                rng.randint(0, 64),
+                body,
+            )
+        try:
+            node.receive(message, "127.0.0.1:1", 1.0 + index / 100)
+            node.handle_timer(1.0 + index / 100)
+        except Exception as error:
+            raise AssertionError(f"seed {SEED + 1} {mode} input {index}: {error!r}") from error
+    assert decoded > 300
+    assert node.rejected is not None and node.rejected.get("malformed", 0) > 100
+
+
+def plain(rng: random.Random, template: object, depth: int = 0) -> object:
+    """``template`` with some parts swapped for random plain data (no tags)."""
+    if rng.random() < 0.15 or depth > 4:
+        value = random_cbor(rng, 3)
+        return None if isinstance(value, cbor2.CBORTag) else value
+    if isinstance(template, list):
+        items = [plain(rng, item, depth + 1) for item in template]
+        if rng.random() < 0.1:
+            items.append(rng.randint(-5, 2**64))
+        return items
+    if isinstance(template, int) and rng.random() < 0.3:
+        return rng.choice([0, -1, 2**64 - 1, 2**64, 65, 1.5, float("inf"), True])
+    return template
