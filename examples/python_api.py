@@ -2,14 +2,14 @@
 
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
-from gridmesh.protocols.dissemination import PushGossipConfig
+from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
 from gridmesh.sim import Simulator
 
 sim = Simulator(seed=1)
 everyone = PeerDirectory(Peer(i, str(i)) for i in range(1, 1001))
 config = NodeConfig(
-    gossip=PushGossipConfig(fanout=10),  # about ln(1000) + 3
+    gossip=GossipConfig(fanout=10),  # about ln(1000) + 3
     membership=FullMembershipConfig(exchange_interval_s=0),
 )
 sim.add_nodes(
