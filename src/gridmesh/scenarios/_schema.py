@@ -39,19 +39,19 @@ class _Spec(BaseModel):
 class RoleSpec(_Spec):
     """A group of nodes with one role; ids are given in file order, from 1.
 
-    ``service`` (default: the role's name) and ``groups`` are what these nodes
-    advertise and which group messages they deliver (seed 002: set at
-    deployment, nothing at the sender).
+    ``service`` (default: the role's name) and ``groups`` (default: those of
+    ``[node]``) are what these nodes advertise and which group messages they
+    deliver (seed 002: set at deployment, nothing at the sender).
     """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
     count: int = Field(ge=1, le=NODES_MAX)
     service: str | None = None
-    groups: tuple[str, ...] = ()
+    groups: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _profile_fits(self) -> RoleSpec:
-        check_profile(self.service or self.name, self.groups)
+        check_profile(self.service or self.name, self.groups or ())
         return self
 
 
@@ -200,7 +200,11 @@ class Scenario(_Spec):
         base = self.node.model_dump()
         for role in self.roles:
             config = NodeConfig.model_validate(
-                {**base, "service": role.service or role.name, "groups": role.groups}
+                {
+                    **base,
+                    "service": role.service or role.name,
+                    "groups": self.node.groups if role.groups is None else role.groups,
+                }
             )
             result.append((range(first, first + role.count), role, config))
             first += role.count
