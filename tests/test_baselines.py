@@ -146,3 +146,15 @@ def test_compare_writes_a_table_json_and_three_plots(
     assert [row["mode"] for row in rows] == ["push", "unicast", "hybrid"]
     for name in ("delivery.png", "origin-load.png", "link-stress.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_router_paths_go_through_access_links_uplinks_and_the_core() -> None:
+    from gridmesh.sim import RouterTopology, RouterTopologyConfig
+
+    topology = RouterTopology(1000, 100, RouterTopologyConfig(core_routers=10), seed=3)
+    assert topology.path(5, 17) == [5, 17]  # one domain: two access links
+    path = topology.path(5, 517)
+    assert path[:2] == [5, 1000 + 0] and path[-2:] == [1000 + 5, 517]
+    assert all(link >= 1010 for link in path[2:-2])  # core links only in between
+    again = RouterTopology(1000, 100, RouterTopologyConfig(core_routers=10), seed=3)
+    assert again.path(5, 517) == path  # drawn from the seed

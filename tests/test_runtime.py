@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -12,6 +13,7 @@ import cbor2
 import pytest
 
 from gridmesh.cli import main
+from gridmesh.errors import LocalProtocolError
 from gridmesh.node import NodeConfig
 from gridmesh.protocols import Peer
 from gridmesh.protocols.membership import FullMembershipConfig
@@ -187,3 +189,60 @@ def test_nodes_are_reached_by_ip_so_names_and_wildcards_need_care(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_real_nodes_run_lazy_push_groups_and_anti_entropy_over_udp() -> None:
+    """The dissemination modes are the same code on sockets: lazy push (IHAVE,
+    IWANT), a group message, and anti-entropy for a node that starts late."""
+
+    async def run() -> None:
+        ports = free_udp_ports("127.0.0.1", 3)
+        gossip = {"mode": "lazy", "fanout": 2, "anti_entropy_interval_s": 0.1}
+        membership = {"exchange_interval_s": 0.05, "member_timeout_s": 5}
+
+        def config(groups: tuple[str, ...]) -> NodeConfig:
+            return NodeConfig.model_validate(
+                {"gossip": gossip, "membership": membership, "groups": groups}
+            )
+
+        a = UdpNode(
+            node_id=1, listen=("127.0.0.1", ports[0]), config=config(()), rng=random.Random(1)
+        )
+        b = UdpNode(
+            node_id=2,
+            listen=("127.0.0.1", ports[1]),
+            config=config(("tariff:RTP",)),
+            seeds=(Peer(0, a.advertise),),
+            rng=random.Random(2),
+        )
+        c = UdpNode(
+            node_id=3,
+            listen=("127.0.0.1", ports[2]),
+            config=config(()),
+            seeds=(Peer(0, a.advertise),),
+            rng=random.Random(3),
+        )
+        await a.start()
+        await b.start()
+        try:
+            await eventually(lambda: len(a.node.membership.neighbors()) == 1)
+            everyone = a.node.broadcast("tariff", topic="T", now=time.time())
+            rtp = a.node.broadcast("rtp only", topic="T", now=time.time(), group="tariff:RTP")
+            await eventually(lambda: everyone in b.deliveries and rtp in b.deliveries)
+            assert b.node.gossip.requested >= 2  # the payloads came on request (IWANT)
+            await c.start()  # after both broadcasts: only anti-entropy can bring them
+            await eventually(lambda: everyone in c.deliveries)
+            await asyncio.sleep(0.3)
+            assert rtp not in c.deliveries  # not its group: repaired, carried, not delivered
+            assert c.node.gossip.repaired >= 1
+        finally:
+            for node in (a, b, c):
+                node.close()
+
+    asyncio.run(run())
+
+
+def test_the_udp_runtime_refuses_hybrid_multicast_clearly() -> None:
+    config = NodeConfig.model_validate({"gossip": {"mode": "hybrid"}})
+    with pytest.raises(LocalProtocolError, match="multicast"):
+        UdpNode(node_id=1, listen=("127.0.0.1", 0), config=config)
