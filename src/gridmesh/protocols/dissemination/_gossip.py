@@ -73,6 +73,7 @@ PENDING_MAX = 4096
 ANNOUNCERS_MAX = 4
 
 SizeEstimate = Callable[[], "int | None"]
+_NEVER_PENDING: dict[MessageKey, list[Peer]] = {}
 
 
 class Gossip:
@@ -114,7 +115,10 @@ class Gossip:
             MessageStore(config.store_max, config.store_ttl_s) if config.keeps_messages else None
         )
         # lazy: missing message -> announcers not asked yet (the first was asked at once)
-        self._pending: dict[MessageKey, list[Peer]] = {}
+        # (a node that never asks for payloads shares one empty dict it never writes)
+        self._pending: dict[MessageKey, list[Peer]] = (
+            {} if config.mode in ("lazy", "tree") else _NEVER_PENDING
+        )
         self.delivered = 0  # handed to the application
         self.carried = 0  # first copies of another group's message, relayed without delivery
         self.duplicates = 0  # payload copies that came after the first
@@ -316,6 +320,8 @@ class Gossip:
 
     def _on_ihave(self, message: Envelope, source: str, now: float) -> None:
         keys = parse_keys(message.body, "GOSSIP_IHAVE")
+        if self._config.mode != "lazy":
+            return  # announcements mean nothing to a node that does not ask
         announcer = Peer(message.sender, source)
         wanted: list[list[int]] = []
         pending = self._pending
