@@ -126,6 +126,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     scenarios = [load_scenario(path) for path in args.scenarios]  # all checked before any runs
     console = Console()
+    if not console.is_terminal:  # a log file: wide enough for the table, not 80 columns
+        console = Console(width=160)
     err = Console(stderr=True)
     started = time.perf_counter()
     reports = run_comparison(

@@ -221,7 +221,20 @@ def _broadcast(args: argparse.Namespace) -> int:
 
 
 def peak_rss_mib() -> float | None:
-    """This process's peak resident memory (``ru_maxrss``) in MiB; None where unknown."""
+    """This process's peak resident memory in MiB; None where unknown.
+
+    On Linux, ``VmHWM`` from /proc/self/status: ``ru_maxrss`` there also
+    counts what the parent process held before it started this one (the
+    high-water mark survives fork and exec), which would bill a benchmark's
+    own memory to the model. Elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource  # noqa: PLC0415 - Unix only
     except ImportError:  # pragma: no cover - not on Windows

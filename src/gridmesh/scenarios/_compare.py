@@ -49,7 +49,7 @@ def comparison_rows(
         busiest = report["busiest_node"]
         rows.append(
             {
-                "scenario": scenario.name,
+                "scenario": scenario.name.removeprefix("compare-"),
                 "mode": scenario.node.gossip.mode
                 + ("/forever" if scenario.node.gossip.infection == "forever" else ""),
                 "membership": scenario.node.membership.kind,

@@ -32,7 +32,7 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": rounded(ordered[-1])}
 
 
-def cdf(values: Sequence[float], steps: int = 20) -> list[float | None]:
+def cdf(values: Sequence[float], steps: int = 50) -> list[float | None]:
     """The 0, 1/steps, ..., 100% quantiles (nearest rank): a delivery-vs-time curve."""
     if not values:
         return [None] * (steps + 1)
