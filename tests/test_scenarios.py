@@ -163,7 +163,8 @@ def test_a_missing_scenario_file_exits_2(
 
 
 def test_every_example_scenario_is_valid() -> None:
-    examples = sorted(EXAMPLES.glob("*.toml"))
+    examples = sorted(EXAMPLES.glob("**/*.toml"))
+    assert len([p for p in examples if p.parent.name == "compare"]) == 10
     assert TARIFF in examples
     not_scenarios = {"node.toml"}  # a node configuration; plan-*.toml are planner inputs
     for path in examples:
