@@ -34,6 +34,7 @@ test: lint types pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/sim_throughput.py
+	$(BIN)/python bench/model_broadcast.py all
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .pytest_cache .ruff_cache

@@ -79,7 +79,7 @@ __all__ = [
 
 Mode = Literal["die", "forever"]
 MODES: tuple[Mode, ...] = ("die", "forever")
-#: Largest network the model accepts (one draw per node reached: about 30 s per 10^9).
+#: Largest network the model accepts (one draw per node reached: about 20 s per 10^9).
 NODES_MAX = 1_000_000_000
 #: Most copies one modelled broadcast may send; keeps every count exact in int64.
 COPIES_MAX = 10**18
