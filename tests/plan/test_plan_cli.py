@@ -112,13 +112,13 @@ def test_gridmesh_overhead_is_in_the_json_traffic(capsys: pytest.CaptureFixture[
     status, out, _ = run(capsys, "customers", "--gridmesh-overhead", "--format", "json")
     assert status == 0
     traffic = json.loads(out)["traffic"]
-    assert traffic["envelope_bytes"] == 88
+    assert traffic["envelope_bytes"] == 90
     assert traffic["signature_bytes"] == 75
-    assert traffic["message_bytes"] == 963
+    assert traffic["message_bytes"] == 965
     status, out, _ = run(
         capsys, "customers", "--gridmesh-overhead", "--signature-bytes", "0", "--format", "json"
     )
-    assert json.loads(out)["traffic"]["message_bytes"] == 888
+    assert json.loads(out)["traffic"]["message_bytes"] == 890
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gridmesh.protocols.dissemination import GossipConfig
+from gridmesh.protocols.dissemination import GossipConfig, gossip_body
 from gridmesh.wire import Envelope, Kind, encode
 
 __all__ = ["COSE_SIGN1_EDDSA_BYTES", "DEFAULT_TOPIC", "WireSize", "measure_wire_size"]
@@ -74,7 +74,7 @@ def _probe(payload_bytes: int, topic: str, auth: bytes | None) -> int:
         topic=topic,
         created_us=_CREATED_US,
         hops_left=gossip.hops,
-        body=[gossip.fanout, bytes(payload_bytes)],
+        body=gossip_body(gossip.fanout, bytes(payload_bytes)),
         auth=auth,
     )
     return len(encode(envelope))

@@ -22,7 +22,12 @@ from gridmesh.protocols.dissemination._config import (
     GossipMode,
     Infection,
 )
-from gridmesh.protocols.dissemination._gossip import GROUP_BYTES_MAX, Gossip, SizeEstimate
+from gridmesh.protocols.dissemination._gossip import (
+    GROUP_BYTES_MAX,
+    Gossip,
+    SizeEstimate,
+    gossip_body,
+)
 from gridmesh.protocols.dissemination._reliability import (
     RELIABILITY_MAX,
     copies_for,
@@ -50,6 +55,7 @@ __all__ = [
     "TreeGossip",
     "copies_for",
     "fanout_for",
+    "gossip_body",
     "make_dissemination",
     "parent_group",
     "reach_probability",

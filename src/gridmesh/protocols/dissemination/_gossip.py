@@ -62,6 +62,7 @@ __all__ = [
     "SizeEstimate",
     "as_relayed",
     "check_group",
+    "gossip_body",
     "parse_gossip_body",
     "parse_keys",
 ]
@@ -160,7 +161,7 @@ class Gossip:
         message = new_envelope(
             host,
             Kind.GOSSIP,
-            [_wire_number(fanout), payload, group, forever],
+            gossip_body(fanout, payload, group=group, forever=forever),
             now,
             topic=topic,
             hops_left=hops,
@@ -470,9 +471,11 @@ def _is_fanout(value: object) -> bool:
     return (kind is int or kind is float) and 1 <= value <= FANOUT_MAX  # type: ignore[operator]
 
 
-def _wire_number(value: float) -> float | int:
-    """An integral fanout travels as an integer: shorter, and exact."""
-    return int(value) if value == int(value) else value
+def gossip_body(
+    fanout: float, payload: object, *, group: str = "", forever: bool = False
+) -> list[object]:
+    """The ``GOSSIP`` body; an integral fanout travels as an integer (shorter, exact)."""
+    return [int(fanout) if fanout == int(fanout) else fanout, payload, group, forever]
 
 
 def as_relayed(message: Envelope, sender: int, hops_left: int) -> Envelope:
