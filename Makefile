@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT ?= out
 
-.PHONY: demo test lint types pytest bench venv clean
+.PHONY: demo test lint types pytest bench bench-membership venv clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ test: lint types pytest
 bench: $(STAMP)
 	$(BIN)/python bench/sim_throughput.py
 	$(BIN)/python bench/model_broadcast.py all
+	$(BIN)/python bench/dissemination.py all
+	$(BIN)/gridmesh compare examples/compare/*.toml --out bench/results/compare
+
+# About two hours on 2 cores (100 connectivity runs at 10^4 nodes).
+bench-membership: $(STAMP)
+	$(BIN)/python bench/membership.py all
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .pytest_cache .ruff_cache

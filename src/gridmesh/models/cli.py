@@ -24,7 +24,7 @@ from gridmesh.models._summary import run_broadcasts, summarize
 from gridmesh.protocols.dissemination import (
     FANOUT_MAX,
     RELIABILITY_MAX,
-    PushGossipConfig,
+    GossipConfig,
     fanout_for,
 )
 from gridmesh.wire import HOPS_MAX
@@ -72,7 +72,7 @@ def add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="Q",
         help="with --reliability: the crashed share the nodes expect (default 0)",
     )
-    default_hops = PushGossipConfig().hops
+    default_hops = GossipConfig().hops
     broadcast.add_argument(
         "--hops",
         metavar="R",
@@ -136,7 +136,7 @@ def _broadcast(args: argparse.Namespace) -> int:
                 f"{fanout:.1f} at {nodes:,} nodes)",
                 got=args.reliability,
             )
-    default_hops = PushGossipConfig().hops
+    default_hops = GossipConfig().hops
     hops = _parse(
         args.hops,
         "--hops",

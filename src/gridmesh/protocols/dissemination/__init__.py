@@ -50,7 +50,6 @@ __all__ = [
     "Infection",
     "MessageKey",
     "MessageStore",
-    "PushGossipConfig",
     "SizeEstimate",
     "TreeGossip",
     "copies_for",
@@ -60,9 +59,6 @@ __all__ = [
     "parent_group",
     "reach_probability",
 ]
-
-#: The name this configuration had while push was the only mode.
-PushGossipConfig = GossipConfig
 
 
 def make_dissemination(
