@@ -110,6 +110,7 @@ def faults_run(mode: str, nodes: int, seed: int, duration_s: float) -> dict[str,
         "messages_sent": sim.messages_sent,
         "messages_per_live_node": sim.messages_sent / (len(live) + 1),
         "wall_s": round(time.perf_counter() - started, 1),
+        "peak_rss_mib_process": round(_peak_rss_mib(), 1),
     }
 
 
@@ -258,6 +259,19 @@ def tree(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- plumbing -------------------------------------------------------------------
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux VmHWM; ru_maxrss elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _pct(values: list[float], p: float) -> float | None:
