@@ -56,6 +56,14 @@ the passive view. A node with no candidates left joins again through a seed:
 at once when it is alone, after ``escalate_after_s`` when it is short. Seeds
 whose node id is known start in the passive view.
 
+**Confirmed joins.** A ``JOIN`` is answered by its contact with ``CONNECT``.
+Until some ``CONNECT`` arrives, the node sends its ``JOIN`` again, every
+``join_retry_s`` at first and then twice as long each time (at most a
+minute). Without this, a node whose ``JOIN`` is lost is found later by nodes
+that pick *it* as their contact, and all of them form an island that never
+merges, since nobody in it is short of neighbours (at 2,000 nodes with 10%
+loss, a 592-node island formed in the first seconds and stayed).
+
 **Random walks.** ``FORWARD_JOIN`` and ``SHUFFLE`` travel as relayed
 messages: the walk's TTL is the envelope's ``hops_left`` (bounded, and only
 ever decreasing), and each hop forwards the origin's bytes untouched.
@@ -105,6 +113,7 @@ __all__ = ["HyParView", "HyParViewConfig"]
 
 _VIEW_MAX = 1000
 _WALK_MAX = 32
+_JOIN_RETRY_MAX_S = 60.0
 _INDIRECT_PENDING_MAX = 64
 _SHUFFLE_ACTIVE_MAX = 64
 
@@ -130,6 +139,7 @@ class HyParViewConfig(BaseModel):
     repair_parallelism: int = Field(default=3, ge=1, le=16)
     passive_probes: int = Field(default=1, ge=0, le=16)
     escalate_after_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    join_retry_s: float = Field(default=2.0, gt=0.0, le=3600.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> HyParViewConfig:
@@ -165,6 +175,8 @@ class HyParView:
         "_heard",
         "_host",
         "_indirect",
+        "_join_retry_at",
+        "_join_retry_s",
         "_passive",
         "_passive_ids",
         "_passive_pings",
@@ -194,6 +206,9 @@ class HyParView:
         self._indirect: dict[int, list[Peer]] = {}  # pinged for others: target -> requesters
         self._passive_pings: dict[int, float] = {}  # passive entry -> when we pinged it
         self._shuffled: list[int] = []  # node ids sent in our last shuffle
+        # An unconfirmed join is sent again at _join_retry_at; None once a CONNECT came.
+        self._join_retry_at: float | None = None
+        self._join_retry_s = config.join_retry_s
         self.failures = 0
         self.joins = 0
 
@@ -236,11 +251,16 @@ class HyParView:
             contact = seeds[int(host.rng.random() * len(seeds))]
             self.joins += 1
             host.send((contact,), new_envelope(host, Kind.VIEW_JOIN, [self._me()], now))
+            self._join_retry_at = now + self._join_retry_s
 
     def _me(self) -> list[object]:
         return descriptor(self._host.me, 0)
 
     def _on_probe_timer(self, now: float) -> None:
+        retry_at = self._join_retry_at
+        if retry_at is not None and now >= retry_at:
+            self._join_retry_s = min(2 * self._join_retry_s, _JOIN_RETRY_MAX_S)
+            self._join(now)
         self._probe(now)
         self._repair(now)
         self._host.call_at(now + self._config.probe_interval_s, self._on_probe_timer)
@@ -400,6 +420,8 @@ class HyParView:
             self._on_join(self._described(message, body, sender=True), source, now)
         elif kind is Kind.VIEW_CONNECT:
             self._add_active(self._described(message, body, sender=True), now)
+            self._join_retry_at = None  # our join (or a walk of it) was answered
+            self._join_retry_s = self._config.join_retry_s
         else:
             self._on_neighbor(
                 message, self._described(message, body, sender=True), body, source, now
