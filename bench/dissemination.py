@@ -132,8 +132,15 @@ def faults(args: argparse.Namespace) -> dict[str, Any]:
 # -- tree at 10^4 ---------------------------------------------------------------
 
 
-def tree_run(mode: str, nodes: int, seed: int, broadcasts: int, faulty: bool) -> dict[str, Any]:
-    gossip = GossipConfig(mode=mode, fanout=64, hops=64)  # type: ignore[arg-type]
+def tree_run(
+    mode: str, nodes: int, seed: int, broadcasts: int, faulty: bool, *, request_timeout_s: float
+) -> dict[str, Any]:
+    gossip = GossipConfig(
+        mode=mode,  # type: ignore[arg-type]
+        fanout=64,
+        hops=64,
+        request_timeout_s=request_timeout_s,
+    )
     config = NodeConfig(gossip=gossip, membership=HyParViewConfig())
     sim = Simulator(seed=seed, network=network(0.1 if faulty else 0.0))
     rng = random.Random(f"tree:{seed}")
@@ -224,8 +231,15 @@ def tree_run(mode: str, nodes: int, seed: int, broadcasts: int, faulty: bool) ->
 def tree(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for faulty in (False, True):
-        for mode in ("tree", "push"):
-            run = tree_run(mode, args.nodes_tree, args.seed, args.broadcasts, faulty)
+        for mode in args.modes.split(","):
+            run = tree_run(
+                mode,
+                args.nodes_tree,
+                args.seed,
+                args.broadcasts,
+                faulty,
+                request_timeout_s=args.request_timeout,
+            )
             steady = run["broadcasts"][args.warm :]
             dpd = [r["duplicates_per_delivery"] for r in steady if r["duplicates_per_delivery"]]
             ratio = [r["delivery_ratio"] for r in run["broadcasts"]]
@@ -303,6 +317,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="faults: virtual seconds")
     parser.add_argument("--broadcasts", type=int, default=40, help="tree: broadcasts per run")
     parser.add_argument("--warm", type=int, default=5, help="tree: broadcasts before steady state")
+    parser.add_argument("--modes", default="tree,push", help="tree: modes to run, comma-separated")
+    parser.add_argument(
+        "--request-timeout", type=float, default=1.0, help="tree: seconds before a graft"
+    )
+    parser.add_argument("--tag", default="", help="suffix for the results file name")
     args = parser.parse_args()
     print(
         f"gridmesh {__version__} dissemination benchmark, python {sys.version.split()[0]}, "
@@ -311,7 +330,7 @@ def main() -> int:
     for name in ("faults", "tree") if args.experiment == "all" else (args.experiment,):
         print(f"{name}:", flush=True)
         payload = faults(args) if name == "faults" else tree(args)
-        _write(name, payload, args)
+        _write(name + args.tag, payload, args)
     return 0
 
 
