@@ -319,7 +319,7 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=5, help="tree: broadcasts before steady state")
     parser.add_argument("--modes", default="tree,push", help="tree: modes to run, comma-separated")
     parser.add_argument(
-        "--request-timeout", type=float, default=1.0, help="tree: seconds before a graft"
+        "--request-timeout", type=float, default=2.0, help="tree: seconds before a graft"
     )
     parser.add_argument("--tag", default="", help="suffix for the results file name")
     args = parser.parse_args()

@@ -75,7 +75,7 @@ class GossipConfig(BaseModel):
         default=32, ge=1, le=4096, description="messages sent back for one digest"
     )
     request_timeout_s: float = Field(
-        default=1.0, gt=0.0, le=60.0, description="lazy/tree: wait this long for a payload"
+        default=2.0, gt=0.0, le=60.0, description="lazy/tree: wait this long for a payload"
     )
 
     @model_validator(mode="after")
