@@ -132,8 +132,10 @@ class TreeGossip(Gossip):
         self._sync()
         if key in self._seen:
             self.duplicates += 1
-            if sender in self._eager and message.hops_left > 0:
-                # A second payload closes a cycle: cut the link it came over.
+            if sender in self._neighbors and message.hops_left > 0:
+                # A second payload closes a cycle: cut the link it came over. Even if
+                # the sender is lazy here already: it still thinks we are eager (a
+                # PRUNE crossed its first copy to us), and only a PRUNE tells it.
                 # (A digest answer, with no hops left, is a repair, not a tree link.)
                 self._make_lazy(sender)
                 self.prunes += 1
