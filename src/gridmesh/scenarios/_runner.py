@@ -56,7 +56,8 @@ def run_scenario(
         wire_fidelity=scenario.simulation.wire_fidelity,
         message_bytes_max=config.message_bytes_max,
     )
-    _add_nodes(scenario, sim, seed)
+    configs = node_configs(scenario)
+    _add_nodes(scenario, sim, seed, configs)
 
     records = [_BroadcastRecord(b, scenario.origin_id(b), node_count) for b in scenario.broadcast]
     if scenario.simulation.link_stress:
@@ -72,12 +73,11 @@ def run_scenario(
 
     sim.on_deliver = on_deliver
     sim.run(scenario.simulation.duration_s, progress)
-    return _report(scenario, sim, seed, records)
+    return _report(scenario, sim, seed, records, configs)
 
 
-def _add_nodes(scenario: Scenario, sim: Simulator, seed: int) -> None:
+def _add_nodes(scenario: Scenario, sim: Simulator, seed: int, configs: list[NodeConfig]) -> None:
     count = scenario.node_count
-    configs = node_configs(scenario)
     membership = scenario.node.membership
     if isinstance(membership, FullMembershipConfig) and membership.exchange_interval_s == 0:
         # Static full membership: one shared directory serves every node.
@@ -219,14 +219,14 @@ def _schedule_faults(scenario: Scenario, sim: Simulator, seed: int, origins: set
 
 
 def _report(
-    scenario: Scenario, sim: Simulator, seed: int, records: list[_BroadcastRecord]
+    scenario: Scenario,
+    sim: Simulator,
+    seed: int,
+    records: list[_BroadcastRecord],
+    configs: list[NodeConfig],
 ) -> dict[str, object]:
     node_count = scenario.node_count
     live = [node_id for node_id in range(1, node_count + 1) if sim.is_up(node_id)]
-    groups_of: list[tuple[str, ...]] = [()] * (node_count + 1)
-    for ids, _, role_config in scenario.node_configs():
-        for node_id in ids:
-            groups_of[node_id] = role_config.groups
     per_broadcast: list[dict[str, object]] = []
     topology = (
         RouterTopology(node_count, scenario.network.domain_size, scenario.routers, seed=seed)
@@ -242,7 +242,7 @@ def _report(
         targets = [
             node_id
             for node_id in live
-            if node_id != record.origin and (not group or group in groups_of[node_id])
+            if node_id != record.origin and (not group or group in configs[node_id].groups)
         ]
         reached = [latency[node_id] for node_id in targets if not math.isnan(latency[node_id])]
         delivered_total += len(reached)

@@ -29,10 +29,8 @@ delivery, duplicate suppression, groups and the store are shared.
 
 from __future__ import annotations
 
-from gridmesh.errors import LocalProtocolError
-from gridmesh.protocols._host import Host, Peer, PeerSampling, Scope
-from gridmesh.protocols.dissemination._config import GossipConfig
-from gridmesh.protocols.dissemination._gossip import Gossip, SizeEstimate
+from gridmesh.protocols._host import Peer, Scope
+from gridmesh.protocols.dissemination._gossip import Gossip
 from gridmesh.protocols.dissemination._reliability import copies_for
 from gridmesh.protocols.dissemination._store import MessageKey
 from gridmesh.wire import Envelope
@@ -52,17 +50,6 @@ class BaselineGossip(Gossip):
     """Unicast, broker, hierarchy or hybrid multicast, by ``config.mode``."""
 
     __slots__ = ()
-
-    def __init__(
-        self,
-        host: Host,
-        config: GossipConfig,
-        peers: PeerSampling,
-        size_estimate: SizeEstimate = lambda: None,
-    ) -> None:
-        if config.mode not in ("unicast", "broker", "hierarchy", "hybrid"):
-            raise LocalProtocolError(f"{config.mode!r} is no baseline mode")
-        super().__init__(host, config, peers, size_estimate)
 
     def _spread(
         self,

@@ -151,7 +151,7 @@ class Gossip:
         """Start disseminating ``payload``; returns the message as sent."""
         config = self._config
         fanout = self.choose_fanout(fanout, reliability)
-        hops = config.hops if hops is None else hops
+        hops = self._default_hops() if hops is None else hops
         if not 1 <= hops <= config.hops_max:
             raise LocalProtocolError(f"hops must be in 1..{config.hops_max}, got {hops}")
         check_group(group)
@@ -172,6 +172,9 @@ class Gossip:
             self._store.add(key, message, hops, now)
         self._spread(message, key, fanout=fanout, group=group, hops_left=hops, came_from=0, now=now)
         return message
+
+    def _default_hops(self) -> int:
+        return self._config.hops
 
     def choose_fanout(self, fanout: float | None, reliability: float | None) -> float:
         """The mean fanout a broadcast uses: given, from a reliability, or the default."""
@@ -225,7 +228,7 @@ class Gossip:
             self.duplicates += 1
             body = message.body
             if type(body) is list and len(body) == 4 and body[3] is True:
-                self._relay_forever(message, body, now)
+                self._relay_forever(message, now)
             return
         fanout, payload, group, _ = parse_gossip_body(message.body)
         self._seen.add(key)  # only now: a malformed copy must not hide a genuine one
@@ -286,17 +289,13 @@ class Gossip:
         else:
             host.send(targets, message)
 
-    def _relay_forever(self, message: Envelope, body: list[object], now: float) -> None:
+    def _relay_forever(self, message: Envelope, now: float) -> None:
         """Infect-forever: a duplicate is relayed too, while its own hops last."""
         hops_left = min(message.hops_left, self._config.hops_max) - 1
-        fanout = body[0]
-        group = body[2]
         if hops_left <= 0 or self._config.mode == "pull":
             return
-        if not _is_fanout(fanout) or type(group) is not str:
-            raise MalformedMessage("GOSSIP body must be [fanout, payload, group, forever]")
-        copies = copies_for(fanout, self._host.rng)  # type: ignore[arg-type]  # checked above
-        targets = self._targets(copies, message.sender, group)
+        fanout, _, group, _ = parse_gossip_body(message.body)
+        targets = self._targets(copies_for(fanout, self._host.rng), message.sender, group)
         if targets:
             self.relayed += 1
             self._host.send(targets, message.relayed(self._host.node_id, hops_left))
@@ -324,7 +323,29 @@ class Gossip:
         if self._config.mode != "lazy":
             return  # announcements mean nothing to a node that does not ask
         announcer = Peer(message.sender, source)
-        wanted: list[list[int]] = []
+        wanted = self._announced(keys, announcer, now)
+        if wanted:  # the first announcer is asked at once, the others on timeouts
+            for key in wanted:
+                self._pending[key].pop(0)
+            self.requested += len(wanted)
+            body = [list(key) for key in wanted]
+            self._host.send([announcer], new_envelope(self._host, Kind.GOSSIP_IWANT, body, now))
+
+    def _on_iwant(self, message: Envelope, source: str, now: float) -> None:
+        self._answer(parse_keys(message.body, "GOSSIP_IWANT"), Peer(message.sender, source), now)
+
+    # -- missing payloads: announcements, requests, answers (lazy and tree) --
+
+    #: After the first request, the next announcer is asked this share of the timeout later.
+    _RETRY_SHARE = 1.0
+
+    def _announced(self, keys: list[MessageKey], announcer: Peer, now: float) -> list[MessageKey]:
+        """Note who announced which missing messages; returns the newly missing ones.
+
+        A newly missing message gets a timer; each time it fires with the
+        message still missing, ``_request`` asks the next announcer.
+        """
+        fresh: list[MessageKey] = []
         pending = self._pending
         for key in keys:
             if key in self._seen:
@@ -336,37 +357,35 @@ class Gossip:
                 continue
             if len(pending) >= PENDING_MAX:
                 continue
-            pending[key] = []
-            wanted.append(list(key))
-            self._host.call_at(now + self._config.request_timeout_s, self._retry_request(key))
-        if wanted:
-            self.requested += len(wanted)
-            self._host.send([announcer], new_envelope(self._host, Kind.GOSSIP_IWANT, wanted, now))
+            pending[key] = [announcer]
+            fresh.append(key)
+            self._host.call_at(now + self._config.request_timeout_s, self._request_timer(key))
+        return fresh
 
-    def _retry_request(self, key: MessageKey) -> Callable[[float], None]:
-        def retry(now: float) -> None:
+    def _request_timer(self, key: MessageKey) -> Callable[[float], None]:
+        def expire(now: float) -> None:
             waiting = self._pending.get(key)
             if waiting is None or key in self._seen:
                 self._pending.pop(key, None)
                 return
             if not waiting:
-                del self._pending[key]  # nobody else announced it: anti-entropy may still
+                del self._pending[key]  # every announcer tried: anti-entropy may still
                 return
-            announcer = waiting.pop(0)
-            self.requested += 1
-            self._host.send(
-                [announcer], new_envelope(self._host, Kind.GOSSIP_IWANT, [list(key)], now)
-            )
-            self._host.call_at(now + self._config.request_timeout_s, retry)
+            self._request(key, waiting.pop(0), now)
+            self._host.call_at(now + self._config.request_timeout_s * self._RETRY_SHARE, expire)
 
-        return retry
+        return expire
 
-    def _on_iwant(self, message: Envelope, source: str, now: float) -> None:
-        keys = parse_keys(message.body, "GOSSIP_IWANT")
+    def _request(self, key: MessageKey, announcer: Peer, now: float) -> None:
+        """Ask ``announcer`` for the payload of ``key`` (lazy push: ``IWANT``)."""
+        self.requested += 1
+        self._host.send([announcer], new_envelope(self._host, Kind.GOSSIP_IWANT, [list(key)], now))
+
+    def _answer(self, keys: list[MessageKey], requester: Peer, now: float) -> None:
+        """Send ``requester`` the stored messages it asked for, with the hops they have left."""
         store = self._store
         if store is None:
             return
-        requester = Peer(message.sender, source)
         host = self._host
         for key in keys[: self._config.reply_messages_max]:
             found = store.get(key, now)

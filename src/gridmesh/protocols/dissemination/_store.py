@@ -87,9 +87,6 @@ class MessageStore:
                     break
         return found
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._messages
-
     def __len__(self) -> int:
         return len(self._messages)
 

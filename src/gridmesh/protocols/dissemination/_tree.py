@@ -31,17 +31,13 @@ may travel ``hops_max`` hops, since a tree is deeper than a gossip's rounds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 from gridmesh.protocols._host import Host, Peer, PeerSampling, new_envelope
 from gridmesh.protocols.dissemination._config import GossipConfig
 from gridmesh.protocols.dissemination._gossip import (
-    ANNOUNCERS_MAX,
-    PENDING_MAX,
     Gossip,
     SizeEstimate,
-    as_relayed,
     parse_gossip_body,
     parse_keys,
 )
@@ -74,27 +70,11 @@ class TreeGossip(Gossip):
         self.grafts = 0  # GRAFTs sent: tree repairs
         self.prunes = 0  # PRUNEs sent: cycles cut
 
-    def broadcast(
-        self,
-        payload: object,
-        *,
-        topic: str,
-        now: float,
-        fanout: float | None = None,
-        hops: int | None = None,
-        group: str = "",
-        reliability: float | None = None,
-    ) -> Envelope:
-        hops = self._config.hops_max if hops is None else hops
-        return super().broadcast(
-            payload,
-            topic=topic,
-            now=now,
-            fanout=fanout,
-            hops=hops,
-            group=group,
-            reliability=reliability,
-        )
+    #: Grafts to further announcers follow at half the timeout (Plumtree's timer 2).
+    _RETRY_SHARE = 0.5
+
+    def _default_hops(self) -> int:
+        return self._config.hops_max  # a tree is deeper than a gossip's rounds
 
     def stats(self) -> dict[str, int]:
         return {
@@ -155,9 +135,7 @@ class TreeGossip(Gossip):
         assert store is not None  # the tree mode always keeps messages, for grafts
         store.add(key, message, max(hops_left, 0), now)
         self._take(message, payload, group, now)
-        self._spread(
-            message, key, fanout=0.0, group=group, hops_left=hops_left, came_from=sender, now=now
-        )
+        self._push(message, key, hops_left, sender, now)  # synced above
 
     # -- the tree ------------------------------------------------------------
 
@@ -172,9 +150,15 @@ class TreeGossip(Gossip):
         came_from: int,
         now: float,
     ) -> None:
+        self._sync()
+        self._push(message, key, hops_left, came_from, now)
+
+    def _push(
+        self, message: Envelope, key: MessageKey, hops_left: int, came_from: int, now: float
+    ) -> None:
+        """Payload to the eager peers, ids to the lazy ones (the sets already synced)."""
         if hops_left <= 0:
             return
-        self._sync()
         neighbors = self._neighbors
         eager = [neighbors[i] for i in self._eager if i != came_from]
         lazy = [neighbors[i] for i in self._lazy if i != came_from]
@@ -189,59 +173,24 @@ class TreeGossip(Gossip):
             host.send(lazy, new_envelope(host, Kind.GOSSIP_IHAVE, [list(key)], now))
 
     def _on_announce(self, message: Envelope, source: str, now: float) -> None:
-        keys = parse_keys(message.body, "GOSSIP_IHAVE")
-        announcer = Peer(message.sender, source)
-        pending = self._pending
-        for key in keys:
-            if key in self._seen:
-                continue
-            waiting = pending.get(key)
-            if waiting is not None:
-                if len(waiting) < ANNOUNCERS_MAX:
-                    waiting.append(announcer)
-                continue
-            if len(pending) >= PENDING_MAX:
-                continue
-            pending[key] = [announcer]
-            # Wait first: the payload is most likely on its way along the tree.
-            self._host.call_at(now + self._config.request_timeout_s, self._graft_timer(key))
+        # Wait first: the payload is most likely on its way along the tree.
+        self._announced(parse_keys(message.body, "GOSSIP_IHAVE"), Peer(message.sender, source), now)
 
-    def _graft_timer(self, key: MessageKey) -> Callable[[float], None]:
-        def expire(now: float) -> None:
-            waiting = self._pending.get(key)
-            if waiting is None or key in self._seen:
-                self._pending.pop(key, None)
-                return
-            if not waiting:
-                del self._pending[key]  # every announcer tried: anti-entropy may still
-                return
-            announcer = waiting.pop(0)
-            self._sync()
-            if announcer.node_id in self._neighbors:
-                self._make_eager(announcer.node_id)
-            self.grafts += 1
-            self.requested += 1
-            self._host.send(
-                [announcer], new_envelope(self._host, Kind.GOSSIP_GRAFT, [list(key)], now)
-            )
-            self._host.call_at(now + self._config.request_timeout_s / 2, expire)
-
-        return expire
+    def _request(self, key: MessageKey, announcer: Peer, now: float) -> None:
+        """Graft: make the announcer a tree link and ask it for the payload."""
+        self._sync()
+        if announcer.node_id in self._neighbors:
+            self._make_eager(announcer.node_id)
+        self.grafts += 1
+        self.requested += 1
+        self._host.send([announcer], new_envelope(self._host, Kind.GOSSIP_GRAFT, [list(key)], now))
 
     def _on_graft(self, message: Envelope, source: str, now: float) -> None:
         keys = parse_keys(message.body, "GOSSIP_GRAFT")
         self._sync()
         if message.sender in self._neighbors:
             self._make_eager(message.sender)
-        store = self._store
-        assert store is not None
-        requester = Peer(message.sender, source)
-        host = self._host
-        for key in keys[: self._config.reply_messages_max]:
-            found = store.get(key, now)
-            if found is not None:
-                stored, hops_left = found
-                host.send([requester], as_relayed(stored, host.node_id, hops_left))
+        self._answer(keys, Peer(message.sender, source), now)
 
     def _sync(self) -> None:
         """Make the eager and lazy sets match the membership's current neighbours."""
