@@ -72,6 +72,10 @@ KEYS_MAX = 4096
 #: Requests for missing payloads in flight, and announcers remembered per message.
 PENDING_MAX = 4096
 ANNOUNCERS_MAX = 4
+#: Requests per missing message, cycling over its announcers: a request or its
+#: answer may be lost, so asking each announcer once leaves ~0.19^4 of the
+#: misses unrepaired under 10% loss.
+REQUESTS_MAX = 6
 
 SizeEstimate = Callable[[], "int | None"]
 _NEVER_PENDING: dict[MessageKey, list[Peer]] = {}
@@ -326,7 +330,8 @@ class Gossip:
         wanted = self._announced(keys, announcer, now)
         if wanted:  # the first announcer is asked at once, the others on timeouts
             for key in wanted:
-                self._pending[key].pop(0)
+                waiting = self._pending[key]
+                waiting.append(waiting.pop(0))  # asked now; asked again after the others
             self.requested += len(wanted)
             body = [list(key) for key in wanted]
             self._host.send([announcer], new_envelope(self._host, Kind.GOSSIP_IWANT, body, now))
@@ -343,7 +348,8 @@ class Gossip:
         """Note who announced which missing messages; returns the newly missing ones.
 
         A newly missing message gets a timer; each time it fires with the
-        message still missing, ``_request`` asks the next announcer.
+        message still missing, ``_request`` asks the next announcer, round the
+        list again until ``REQUESTS_MAX`` requests went out.
         """
         fresh: list[MessageKey] = []
         pending = self._pending
@@ -363,15 +369,21 @@ class Gossip:
         return fresh
 
     def _request_timer(self, key: MessageKey) -> Callable[[float], None]:
+        requests = 0
+
         def expire(now: float) -> None:
+            nonlocal requests
             waiting = self._pending.get(key)
             if waiting is None or key in self._seen:
                 self._pending.pop(key, None)
                 return
-            if not waiting:
-                del self._pending[key]  # every announcer tried: anti-entropy may still
+            if not waiting or requests >= REQUESTS_MAX:
+                del self._pending[key]  # asked often enough: anti-entropy may still
                 return
-            self._request(key, waiting.pop(0), now)
+            announcer = waiting.pop(0)
+            waiting.append(announcer)
+            requests += 1
+            self._request(key, announcer, now)
             self._host.call_at(now + self._config.request_timeout_s * self._RETRY_SHARE, expire)
 
         return expire
