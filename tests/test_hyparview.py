@@ -104,6 +104,9 @@ def me(node_id: int) -> list[object]:
         (Kind.VIEW_CONNECT, "x"),
         (Kind.VIEW_NEIGHBOR, [me(5), "yes"]),
         (Kind.VIEW_NEIGHBOR_REPLY, [1]),
+        (Kind.VIEW_NEIGHBOR_REPLY, [1, True, "not a descriptor"]),
+        (Kind.VIEW_DISCONNECT, [me(2), me(3)]),
+        (Kind.VIEW_DISCONNECT, [me(1)]),  # names the receiver as its partner
         (Kind.VIEW_SHUFFLE, [me(8), []]),  # origin mismatch
         (Kind.VIEW_SHUFFLE, [me(5), [me(2)] * 1100]),  # more entries than the wire allows
         (Kind.VIEW_SHUFFLE_REPLY, [[me(2), "x"]]),
@@ -151,6 +154,87 @@ def test_a_neighbour_that_links_to_us_alone_is_taken_in() -> None:
     node.start(0.0)
     node.receive(Envelope(Kind.PING, 9, 7, 7, "", 0, 0, [me(7), True]), "a7", 0.5)
     assert [p.node_id for p in node.membership.neighbors()] == [7]
+
+
+def full_view(transport: RecordingTransport) -> Node:
+    """Node 1 linked to 2..6 (a full active view)."""
+    node = hpv_node(transport)
+    node.start(0.0)
+    for n in range(2, 2 + CONFIG.active_size):
+        node.receive(Envelope(Kind.VIEW_CONNECT, 100 + n, n, n, "", 0, 0, [me(n)]), f"a{n}", 0.1)
+    assert len(node.membership.neighbors()) == CONFIG.active_size
+    return node
+
+
+def test_a_high_priority_neighbour_request_names_the_neighbour_it_displaced() -> None:
+    transport = RecordingTransport()
+    node = full_view(transport)
+    node.receive(Envelope(Kind.VIEW_NEIGHBOR, 50, 9, 9, "", 0, 0, [me(9), True]), "a9", 0.5)
+    (reply,) = [m for _, _, m in transport.sent if m.kind is Kind.VIEW_NEIGHBOR_REPLY]
+    (disconnect,) = [(p, m) for _, p, m in transport.sent if m.kind is Kind.VIEW_DISCONNECT]
+    dropped = disconnect[0].node_id
+    assert reply.body[:2] == [50, True] and reply.body[2][0] == dropped
+    linked = {p.node_id for p in node.membership.neighbors()}
+    assert 9 in linked and dropped not in linked and len(linked) == CONFIG.active_size
+
+
+def test_a_disconnect_naming_a_partner_asks_the_partner_at_once() -> None:
+    transport = RecordingTransport()
+    node = full_view(transport)
+    node.receive(Envelope(Kind.VIEW_DISCONNECT, 60, 3, 3, "", 0, 0, [me(40)]), "a3", 0.5)
+    assert 3 not in {p.node_id for p in node.membership.neighbors()}
+    (_, to, ask) = transport.sent[-1]
+    assert to.node_id == 40 and ask.kind is Kind.VIEW_NEIGHBOR and ask.body == [me(1), False]
+    node.receive(
+        Envelope(Kind.VIEW_NEIGHBOR_REPLY, 61, 40, 40, "", 0, 0, [ask.message_id, True]), "a40", 0.6
+    )
+    assert 40 in {p.node_id for p in node.membership.neighbors()}
+
+
+def test_after_losing_most_links_at_once_a_full_view_swaps_links_with_passive_peers() -> None:
+    """Recovery mode: half the view failed together, so for ``recovery_s`` every
+    probe tick of a full view asks one passive entry for a swap (high priority);
+    the answer names the neighbour it dropped, and ours is told to link to it."""
+    transport = RecordingTransport()
+    node = full_view(transport)
+    membership = node.membership
+    assert isinstance(membership, HyParView)
+    # 2, 3 and 4 fall silent; 5 and 6 keep talking.
+    t = 0.2
+    while len(membership.neighbors()) >= CONFIG.active_size - 1 and t < 10.0:
+        t += 0.5
+        for n in (5, 6):
+            node.receive(Envelope(Kind.ACK, 200 + int(t * 10), n, n, "", 0, 0, [n]), f"a{n}", t)
+        node.handle_timer(t)
+    assert membership.failures >= 3 and membership._recovering_until > t
+    # Refill to full with 7, 8, 9, then a tick asks a passive entry for a swap.
+    for n in (7, 8, 9):
+        node.receive(Envelope(Kind.VIEW_CONNECT, 300 + n, n, n, "", 0, 0, [me(n)]), f"a{n}", t)
+    for n in (30, 31):  # live strangers: passive entries (the earlier ones went unanswered)
+        node.receive(Envelope(Kind.PING, 70 + n, n, n, "", 0, 0, [me(n), False]), f"a{n}", t)
+    sent_before = len(transport.sent)
+    node.handle_timer(t + CONFIG.probe_interval_s + 0.01)
+    swaps = [
+        (p, m)
+        for _, p, m in transport.sent[sent_before:]
+        if m.kind is Kind.VIEW_NEIGHBOR and m.body[1] is True
+    ]
+    assert len(swaps) == 1 and swaps[0][0].node_id in (30, 31)
+    (to, ask) = swaps[0]
+    before = {p.node_id for p in membership.neighbors()}
+    answer = [ask.message_id, True, me(77)]
+    node.receive(
+        Envelope(Kind.VIEW_NEIGHBOR_REPLY, 400, to.node_id, to.node_id, "", 0, 0, answer),
+        f"a{to.node_id}",
+        t + 1.1,
+    )
+    after = {p.node_id for p in membership.neighbors()}
+    (gone,) = before - after
+    assert to.node_id in after and len(after) == CONFIG.active_size
+    (disconnect,) = [
+        m for _, p, m in transport.sent if p.node_id == gone and m.kind is Kind.VIEW_DISCONNECT
+    ]
+    assert disconnect.body == [me(77)]
 
 
 def test_peers_learnt_from_a_seed_address_only_join() -> None:

@@ -56,6 +56,33 @@ the passive view. A node with no candidates left joins again through a seed:
 at once when it is alone, after ``escalate_after_s`` when it is short. Seeds
 whose node id is known start in the passive view.
 
+**Mass failure.** When half the active view or more is silent for 2.5 probe
+intervals at once (a healthy neighbour's silence runs up to two intervals and
+a round trip, since it is pinged at the tick after one interval), the silent
+links count as free slots for repair: the node
+asks for replacements at once instead of waiting out ``failure_timeout_s``,
+and an accepted replacement evicts the most silent suspect (a node that is
+merely slow loses one link and goes to the passive view). Every eviction
+picks a suspect (silent 2.5 intervals) first, a random neighbour only when
+none is. When half
+the view is declared failed within two timeouts, the node *recovers* for
+``recovery_s``: each probe tick with a full view it swaps one link for a
+random passive entry, asked with high priority. Repair alone stops as soon as
+every view is full, so survivors that filled their views from each other stay
+an island for good (at 10^4 nodes, 90% killed, 3 runs in 100 kept one of 4 to
+450 nodes); swaps move links out of any island. A swap keeps degrees: the
+candidate's ``NEIGHBOR_REPLY`` names the neighbour it dropped to take us, and
+the ``DISCONNECT`` we send the neighbour we drop names that node as a partner
+with a free slot, which it asks at once. Half the swaps (and, for a short
+view, all of them) go to the *reserve* instead: ``reserve_size`` entries
+copied from the passive view one per shuffle and then one per
+``reserve_interval_s``. The passive view turns over in seconds and, after the
+failure, fills with nearby survivors only, so an island's passive views
+soon name nobody outside it; the reserve still holds a sample taken before
+the failure. A lone false failure never triggers
+recovery; with 10% loss a node sees half its view silent at once on about one
+probe tick in a thousand, and then only asks.
+
 **Confirmed joins.** A ``JOIN`` is answered by its contact with ``CONNECT``.
 Until some ``CONNECT`` arrives, the node sends its ``JOIN`` again, every
 ``join_retry_s`` at first and then twice as long each time (at most a
@@ -116,6 +143,8 @@ _WALK_MAX = 32
 _JOIN_RETRY_MAX_S = 60.0
 _INDIRECT_PENDING_MAX = 64
 _SHUFFLE_ACTIVE_MAX = 64
+_SUSPECT_INTERVALS = 2.5
+_RESERVE_STRIDE = 37  # prime: successive copies come from scattered passive positions
 
 
 class HyParViewConfig(BaseModel):
@@ -140,6 +169,9 @@ class HyParViewConfig(BaseModel):
     passive_probes: int = Field(default=1, ge=0, le=16)
     escalate_after_s: float = Field(default=5.0, gt=0.0, le=3600.0)
     join_retry_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    recovery_s: float = Field(default=30.0, ge=0.0, le=3600.0)
+    reserve_size: int = Field(default=16, ge=0, le=_VIEW_MAX)
+    reserve_interval_s: float = Field(default=10.0, gt=0.0, le=86_400.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> HyParViewConfig:
@@ -180,7 +212,12 @@ class HyParView:
         "_passive",
         "_passive_ids",
         "_passive_pings",
+        "_recent_failures",
+        "_recovering_until",
         "_requests",
+        "_reserve",
+        "_reserve_at",
+        "_reserve_turn",
         "_seeds",
         "_short_since",
         "_shuffled",
@@ -200,8 +237,13 @@ class HyParView:
         self._passive: list[Peer] = []
         self._passive_ids: list[int] = []
         self._heard: dict[int, float] = {}  # active neighbour -> last time it was heard from
-        # NEIGHBOR request id -> (candidate, sent at, high priority)
-        self._requests: dict[int, tuple[Peer, float, bool]] = {}
+        # NEIGHBOR request id -> (candidate, sent at, high priority, a refresh)
+        self._requests: dict[int, tuple[Peer, float, bool, bool]] = {}
+        self._recent_failures: list[float] = []  # when neighbours were declared failed
+        self._recovering_until = 0.0  # refresh links until then: a mass failure was seen
+        self._reserve: list[Peer] = []  # slow samples of the passive view: long memory
+        self._reserve_at = 0.0  # when the next passive entry is copied into the reserve
+        self._reserve_turn = 0
         self._short_since: float | None = None  # since when the active view has been short
         self._indirect: dict[int, list[Peer]] = {}  # pinged for others: target -> requesters
         self._passive_pings: dict[int, float] = {}  # passive entry -> when we pinged it
@@ -263,10 +305,14 @@ class HyParView:
             self._join(now)
         self._probe(now)
         self._repair(now)
+        if now < self._recovering_until:
+            self._refresh(now)
         self._host.call_at(now + self._config.probe_interval_s, self._on_probe_timer)
 
     def _on_shuffle_timer(self, now: float) -> None:
         self._shuffle(now)
+        if now >= self._reserve_at:
+            self._keep_in_reserve(now)
         self._host.call_at(now + self._config.shuffle_interval_s, self._on_shuffle_timer)
 
     # -- failure detection ---------------------------------------------------
@@ -277,7 +323,7 @@ class HyParView:
         for peer in list(self._active):
             silence = now - self._heard.get(peer.node_id, now)
             if silence >= config.failure_timeout_s:
-                self._fail(peer)
+                self._fail(peer, now)
                 continue
             if silence < interval:
                 continue
@@ -304,20 +350,46 @@ class HyParView:
                 pings[peer.node_id] = now
             host.send(targets, new_envelope(host, Kind.PING, [self._me(), False], now))
 
-    def _fail(self, peer: Peer) -> None:
+    def _fail(self, peer: Peer, now: float) -> None:
         self.failures += 1
         self._remove_active(peer.node_id)
         self._remove_passive(peer.node_id)
+        config = self._config
+        window = 2 * config.failure_timeout_s
+        recent = [t for t in self._recent_failures if now - t < window]
+        recent.append(now)
+        self._recent_failures = recent[-config.active_size :]
+        if 2 * len(recent) >= config.active_size:  # half the links gone at once
+            self._recovering_until = now + config.recovery_s
+
+    def _mass_silence(self, suspects: int) -> bool:
+        return 2 * suspects >= self._config.active_size
+
+    def _suspects(self, now: float) -> list[Peer]:
+        """Active neighbours silent for 2.5 probe intervals or more, most silent first.
+
+        A healthy neighbour is pinged once silent for one interval, at the next
+        tick, so its silence runs up to two intervals and a round trip; past
+        2.5 a ping went unanswered.
+        """
+        heard, limit = self._heard, _SUSPECT_INTERVALS * self._config.probe_interval_s
+        silent = [p for p in self._active if now - heard.get(p.node_id, now) >= limit]
+        silent.sort(key=lambda p: heard.get(p.node_id, now))
+        return silent
 
     # -- repair --------------------------------------------------------------
 
     def _repair(self, now: float) -> None:
         host, config = self._host, self._config
-        for request_id, (candidate, sent_at, _) in list(self._requests.items()):
+        for request_id, (candidate, sent_at, _, _) in list(self._requests.items()):
             if now - sent_at >= config.neighbor_timeout_s:
                 del self._requests[request_id]
                 self._remove_passive(candidate.node_id)  # it did not answer: presumed dead
+                self._remove_reserve(candidate.node_id)
         free = config.active_size - len(self._active)
+        suspects = len(self._suspects(now))
+        if self._mass_silence(suspects):
+            free += suspects  # most links silent at once: replace them before they time out
         if free <= 0:
             self._short_since = None
             return
@@ -326,11 +398,11 @@ class HyParView:
         wanted = free * config.repair_parallelism - len(self._requests)
         if wanted <= 0:
             return
-        asked = {candidate.node_id for candidate, _, _ in self._requests.values()}
+        asked = {candidate.node_id for candidate, _, _, _ in self._requests.values()}
         candidates = [p for p in self._passive if p.node_id not in asked]
         alone = not self._active
         starving = now - self._short_since >= config.escalate_after_s and not any(
-            high for _, _, high in self._requests.values()
+            high for _, _, high, _ in self._requests.values()
         )
         if not candidates:
             if (alone and not self._requests) or starving:
@@ -340,9 +412,69 @@ class HyParView:
         for candidate in host.rng.sample(candidates, min(wanted, len(candidates))):
             high = alone or starving
             starving = False  # at most one escalated request at a time
-            request = new_envelope(host, Kind.VIEW_NEIGHBOR, [self._me(), high], now)
-            self._requests[request.message_id] = (candidate, now, high)
-            host.send((candidate,), request)
+            self._ask(candidate, high, now)
+
+    def _ask(self, candidate: Peer, high: bool, now: float, *, refresh: bool = False) -> None:
+        host = self._host
+        request = new_envelope(host, Kind.VIEW_NEIGHBOR, [self._me(), high], now)
+        self._requests[request.message_id] = (candidate, now, high, refresh)
+        host.send((candidate,), request)
+
+    def _refresh(self, now: float) -> None:
+        """After a mass failure: swap one link for a random passive entry per probe tick.
+
+        Repair alone stops once every view is full, and survivors that filled
+        their views from each other stay an island. A swap moves a link out
+        of any island. It keeps degrees: the candidate takes us in place of a
+        neighbour ``d`` (named in its answer), we drop a neighbour ``o`` and
+        tell it to link with ``d``, which has just been left a free slot.
+        """
+        if any(refresh for _, _, _, refresh in self._requests.values()):
+            return
+        rng = self._host.rng
+        asked = {candidate.node_id for candidate, _, _, _ in self._requests.values()}
+        active = {peer.node_id for peer in self._active}
+        stored = [p for p in self._reserve if p.node_id not in asked and p.node_id not in active]
+        full = len(self._active) >= self._config.active_size
+        if stored and (not full or rng.random() < 0.5):
+            pool = stored  # sampled before the failure: reaches beyond an island
+        elif full:
+            pool = [p for p in self._passive if p.node_id not in asked]
+        else:
+            return  # short: repair works through the passive view
+        if pool:
+            self._ask(pool[int(rng.random() * len(pool))], True, now, refresh=True)
+
+    def _keep_in_reserve(self, now: float) -> None:
+        """Copy one random passive entry into the reserve, over a random old one.
+
+        The passive view turns over within seconds and, after a mass failure,
+        fills with the survivors nearby; the reserve fills one entry per
+        shuffle, then turns over once in ``reserve_size x reserve_interval_s``
+        (160 s), and so still holds a sample of the whole system when recovery
+        needs a way out.
+        """
+        config = self._config
+        if len(self._reserve) >= config.reserve_size:  # while filling: every shuffle
+            self._reserve_at = now + config.reserve_interval_s
+        if not self._passive or config.reserve_size == 0:
+            return
+        # Positions by a counter, not the random source: the passive view's order is
+        # random already, and a steady overlay then draws the same numbers as without
+        # a reserve (runs stay comparable with and without it).
+        turn = self._reserve_turn
+        self._reserve_turn = turn + 1
+        entry = self._passive[(turn * _RESERVE_STRIDE) % len(self._passive)]
+        reserve = self._reserve
+        if any(p.node_id == entry.node_id for p in reserve):
+            return
+        if len(reserve) >= config.reserve_size:
+            reserve[turn % len(reserve)] = entry
+        else:
+            reserve.append(entry)
+
+    def _remove_reserve(self, node_id: int) -> None:
+        self._reserve = [p for p in self._reserve if p.node_id != node_id]
 
     # -- passive view upkeep -------------------------------------------------
 
@@ -406,7 +538,7 @@ class HyParView:
         elif kind is Kind.VIEW_NEIGHBOR_REPLY:
             self._on_neighbor_reply(message, body, now)
         elif kind is Kind.VIEW_DISCONNECT:
-            self._on_disconnect(message)
+            self._on_disconnect(message, body, now)
         elif kind is Kind.VIEW_SHUFFLE:
             self._on_shuffle(message, body, now)
         elif kind is Kind.VIEW_SHUFFLE_REPLY:
@@ -480,35 +612,52 @@ class HyParView:
         if len(body) != 2 or type(body[1]) is not bool:
             raise MalformedMessage("NEIGHBOR body must be [descriptor, high_priority]")
         accepted = body[1] or len(self._active) < self._config.active_size
+        dropped = None
         if accepted:
-            self._add_active(sender, now)
+            dropped = self._add_active(sender, now)
         else:
             self._keep_passive([sender], [])
         host = self._host
-        reply = new_envelope(host, Kind.VIEW_NEIGHBOR_REPLY, [message.message_id, accepted], now)
+        answer: list[object] = [message.message_id, accepted]
+        if dropped is not None:
+            answer.append(descriptor(dropped, 0))  # has a free slot now: a swap partner
+        reply = new_envelope(host, Kind.VIEW_NEIGHBOR_REPLY, answer, now)
         host.send((Peer(sender.node_id, source),), reply)  # where it came from
 
     def _on_neighbor_reply(self, message: Envelope, body: list[object], now: float) -> None:
-        if len(body) != 2 or type(body[0]) is not int or type(body[1]) is not bool:
-            raise MalformedMessage("NEIGHBOR_REPLY body must be [request_id, accepted]")
+        if len(body) not in (2, 3) or type(body[0]) is not int or type(body[1]) is not bool:
+            raise MalformedMessage(
+                "NEIGHBOR_REPLY body must be [request_id, accepted] or "
+                "[request_id, accepted, dropped descriptor]"
+            )
+        dropped = self._described(message, body[2:], sender=False) if len(body) == 3 else None
         request = self._requests.pop(body[0], None)
         if request is None or request[0].node_id != message.sender:
             return  # late, or not ours: the slot was refilled or the request timed out
-        candidate = request[0]
+        candidate, _, _, refresh = request
         if not body[1]:
             return  # refused: it stays in the passive view, another candidate is tried
+        host = self._host
         if len(self._active) < self._config.active_size:
             self._add_active(candidate, now)
+        elif refresh or self._mass_silence(len(self._suspects(now))):  # a swap, or silent links
+            self._add_active(candidate, now, partner=dropped)
         else:  # filled meanwhile: undo the link the other side just made
-            host = self._host
             host.send((candidate,), new_envelope(host, Kind.VIEW_DISCONNECT, [], now))
 
-    def _on_disconnect(self, message: Envelope) -> None:
+    def _on_disconnect(self, message: Envelope, body: list[object], now: float) -> None:
+        if len(body) > 1:
+            raise MalformedMessage("DISCONNECT body must be [] or [partner descriptor]")
+        partner = self._described(message, body, sender=False) if body else None
         position = self._position(self._active, message.sender)
-        if position >= 0:
-            peer = self._active[position]
-            self._remove_active(peer.node_id)
-            self._keep_passive([peer], [])
+        if position < 0:
+            return
+        peer = self._active[position]
+        self._remove_active(peer.node_id)
+        self._keep_passive([peer], [])
+        if partner is not None and self._position(self._active, partner.node_id) < 0:
+            self._keep_passive([partner], [])
+            self._ask(partner, False, now)  # a swap: the partner has a free slot for us
 
     def _on_shuffle(self, message: Envelope, body: list[object], now: float) -> None:
         if len(body) != 2:
@@ -586,20 +735,36 @@ class HyParView:
 
     # -- view bookkeeping ----------------------------------------------------
 
-    def _add_active(self, peer: Peer, now: float) -> None:
+    def _add_active(self, peer: Peer, now: float, *, partner: Peer | None = None) -> Peer | None:
+        """Link ``peer``; if the view is full, drop a neighbour and return it.
+
+        The dropped one is the most silent suspect, else a random neighbour;
+        its ``DISCONNECT`` names ``partner`` (a node with a free slot) if given.
+        """
         host = self._host
         if peer.node_id == host.node_id or self._position(self._active, peer.node_id) >= 0:
-            return
+            return None
         self._short_since = None  # progress: the escalation clock starts again
+        victim = None
         if len(self._active) >= self._config.active_size:
-            victim = self._active[int(host.rng.random() * len(self._active))]
+            suspects = self._suspects(now)
+            if suspects:
+                victim = suspects[0]
+            else:
+                victim = self._active[int(host.rng.random() * len(self._active))]
             self._remove_active(victim.node_id)
             self._keep_passive([victim], [])
-            host.send((victim,), new_envelope(host, Kind.VIEW_DISCONNECT, [], now))
+            hint = (
+                []
+                if partner is None or partner.node_id == victim.node_id
+                else [descriptor(partner, 0)]
+            )
+            host.send((victim,), new_envelope(host, Kind.VIEW_DISCONNECT, hint, now))
         self._remove_passive(peer.node_id)
         self._passive_pings.pop(peer.node_id, None)
         self._active.append(peer)
         self._heard[peer.node_id] = now
+        return victim
 
     def _remove_active(self, node_id: int) -> None:
         position = self._position(self._active, node_id)
