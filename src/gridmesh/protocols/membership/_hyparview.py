@@ -403,7 +403,7 @@ class HyParView:
         wanted = free * config.repair_parallelism - len(self._requests)
         if wanted <= 0:
             return
-        asked = {candidate.node_id for candidate, _, _, _ in self._requests.values()}
+        asked = self._asked()
         candidates = [p for p in self._passive if p.node_id not in asked]
         alone = not self._active
         starving = now - self._short_since >= config.escalate_after_s and not any(
@@ -418,6 +418,10 @@ class HyParView:
             high = alone or starving
             starving = False  # at most one escalated request at a time
             self._ask(candidate, high, now)
+
+    def _asked(self) -> set[int]:
+        """Node ids with a NEIGHBOR request of ours in flight."""
+        return {candidate.node_id for candidate, _, _, _ in self._requests.values()}
 
     def _ask(self, candidate: Peer, high: bool, now: float, *, refresh: bool = False) -> None:
         host = self._host
@@ -437,7 +441,7 @@ class HyParView:
         if any(refresh for _, _, _, refresh in self._requests.values()):
             return
         rng = self._host.rng
-        asked = {candidate.node_id for candidate, _, _, _ in self._requests.values()}
+        asked = self._asked()
         active = {peer.node_id for peer in self._active}
         stored = [p for p in self._reserve if p.node_id not in asked and p.node_id not in active]
         full = len(self._active) >= self._config.active_size
