@@ -274,3 +274,66 @@ def test_a_lost_join_is_retried_so_no_island_forms_under_loss(seed: int) -> None
         sim.add_nodes(1, make, start_at=2.0 * (node_id - 1) / 300)
     sim.run(15.0)
     assert snapshot(sim).component_sizes() == [300], f"seed {seed}"
+
+
+def two_islands(config: HyParViewConfig, seed: int) -> Simulator:
+    """Nodes 1-40 and 41-80 join through contacts of their own half only: two
+    overlays that know nothing of each other, until at 10 s nodes 1 and 41
+    learn of each other (each gets the other's passive probe)."""
+    sim = Simulator(seed=seed)
+    node_config = NodeConfig(membership=config)
+    rng = random.Random(seed)
+
+    def make(node_id: int) -> Node:
+        first = 1 if node_id <= 40 else 41
+        known = first + int(rng.random() * (node_id - first)) if node_id > first else 0
+        seeds = (Peer(known, str(known)),) if known else ()
+        return Node(node_id, transport=sim, rng=sim.node_rng, config=node_config, seeds=seeds)
+
+    for node_id in range(1, 81):
+        sim.add_nodes(1, make, start_at=0.02 * (node_id % 40))
+
+    def introduce(now: float) -> None:
+        for a, b in ((1, 41), (41, 1)):
+            ping = Envelope(Kind.PING, 900 + a, a, a, "", 0, 0, [me(a), False])
+            node = sim.node(b)
+            assert node is not None
+            node.receive(ping, str(a), now)
+
+    sim.schedule(10.0, introduce)
+    return sim
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_two_overlays_that_learn_of_each_other_merge_through_link_swaps(seed: int) -> None:
+    """Repair stops once every view is full, so two full overlays never link up
+    by repair alone (the control below stays split). Direct shuffles spread the
+    one cross entry through both passive views, and the steady link swaps
+    (every ``swap_interval_s``) then pull links across."""
+    merging = HyParViewConfig(swap_interval_s=10.0)
+    sim = two_islands(merging, seed)
+    sim.run(9.9)
+    assert snapshot(sim).component_sizes() == [40, 40]
+    sim.run(60.0)
+    assert snapshot(sim).component_sizes() == [80], f"seed {seed}"
+    still = HyParViewConfig(swap_interval_s=0.0, shuffle_direct_share=0.0)
+    control = two_islands(still, seed)
+    control.run(60.0)
+    assert snapshot(control).component_sizes() == [40, 40], f"seed {seed}: control merged"
+
+
+def test_a_direct_shuffle_goes_to_a_passive_entry_and_leaves_it_out_of_the_entries() -> None:
+    transport = RecordingTransport()
+    config = NodeConfig(membership=HyParViewConfig(shuffle_direct_share=1.0))
+    node = Node(1, transport=transport, rng=random.Random(1), config=config, address="a1")
+    node.start(0.0)
+    node.receive(Envelope(Kind.VIEW_CONNECT, 10, 2, 2, "", 0, 0, [me(2)]), "a2", 0.1)
+    for n in (30, 31, 32):
+        node.receive(Envelope(Kind.PING, 70 + n, n, n, "", 0, 0, [me(n), False]), f"a{n}", 0.1)
+    sent_before = len(transport.sent)
+    node.handle_timer(1.5)
+    (shuffle,) = [(p, m) for _, p, m in transport.sent[sent_before:] if m.kind is Kind.VIEW_SHUFFLE]
+    to, message = shuffle
+    assert to.node_id in (30, 31, 32) and message.hops_left == 1
+    offered = {entry[0] for entry in message.body[1]}
+    assert to.node_id not in offered and offered <= {2, 30, 31, 32}

@@ -70,12 +70,7 @@ the view is declared failed within two timeouts, the node *recovers* for
 random passive entry, asked with high priority. Repair alone stops as soon as
 every view is full, so survivors that filled their views from each other stay
 an island for good; swaps move links out of an island whose members know
-someone outside it. (They cannot help an island nobody outside knows: in the
-10^4-node bench, 90% killed, seed 3, the survivors' knowledge graph, active,
-passive and reserve entries together, already has a 45-node part of its own at
-the moment of the failure, after a 20 s or a 60 s warm-up, and that part is
-the island left at round 10. Passive views filled by short walks on the active
-view mix slowly; faster mixing is open work.) A swap keeps degrees: the
+someone outside it. A swap keeps degrees: the
 candidate's ``NEIGHBOR_REPLY`` names the neighbour it dropped to take us, and
 the ``DISCONNECT`` we send the neighbour we drop names that node as a partner
 with a free slot, which it asks at once. Half the swaps (and, for a short
@@ -84,7 +79,19 @@ copied from the passive view one per shuffle and then one per
 ``reserve_interval_s``. The passive view turns over in seconds and, after the
 failure, fills with nearby survivors only, so an island's passive views
 soon name nobody outside it; the reserve still holds a sample taken before
-the failure. A lone false failure never triggers
+the failure.
+
+**Steady swaps.** Islands also form without any failure: in the 10^4-node
+bench (seed 3), 0.06 s into the joins node 31 lost its only link to a
+displacement, and newcomers joined through it before its next repair tick;
+not alone any more, the group asked with low priority, full views refused,
+476 nodes joined through it and the overlay stayed split. So a node also swaps one link every
+``swap_interval_s`` (120 s, jittered), the same degree-preserving swap. An
+island of k nodes then merges within about ``swap_interval_s / k`` once its
+members know anyone outside, and the whole overlay keeps mixing. With 10^4
+nodes that is a link replaced every 0.18 s somewhere, each link lasting
+about 150 s on average: slow next to a broadcast, and a tree (Plumtree) grafts
+around it. A lone false failure never triggers
 recovery; with 10% loss a node sees half its view silent at once on about one
 probe tick in a thousand, and then only asks.
 
@@ -104,7 +111,12 @@ ever decreasing), and each hop forwards the origin's bytes untouched.
 descriptor plus ``shuffle_active`` active and ``shuffle_passive`` passive
 entries on a random walk of ``shuffle_walk_length`` hops; the node where it
 ends answers with as many of its passive entries, and both keep what they
-received, overwriting first what they sent. Each probe tick a node also pings
+received, overwriting first what they sent. A share ``shuffle_direct_share``
+(half) of the shuffles go straight to a random passive entry instead (one
+hop, as in Cyclon). Walks on the active view only mix what is near: before
+these, the survivors of a 90% failure could already be split in what they
+knew of each other at the moment of the failure (seed 3: a 45-node part),
+and no repair can join nodes that know nothing of each other. Each probe tick a node also pings
 ``passive_probes`` random passive entries and drops those that stay silent for
 ``neighbor_timeout_s``, so passive views hold live nodes. Any node that
 contacts us (``JOIN``, ``NEIGHBOR``, a shuffle, a ``PING``, which carries its
@@ -166,6 +178,7 @@ class HyParViewConfig(BaseModel):
     shuffle_walk_length: int = Field(default=3, ge=1, le=_WALK_MAX)
     shuffle_active: int = Field(default=3, ge=0, le=_SHUFFLE_ACTIVE_MAX)
     shuffle_passive: int = Field(default=4, ge=0, le=_VIEW_MAX)
+    shuffle_direct_share: float = Field(default=0.5, ge=0.0, le=1.0)
     probe_interval_s: float = Field(default=1.0, gt=0.0, le=3600.0)
     indirect_probes: int = Field(default=3, ge=0, le=16)
     failure_timeout_s: float = Field(default=4.0, gt=0.0, le=86_400.0)
@@ -177,6 +190,7 @@ class HyParViewConfig(BaseModel):
     recovery_s: float = Field(default=30.0, ge=0.0, le=3600.0)
     reserve_size: int = Field(default=16, ge=0, le=_VIEW_MAX)
     reserve_interval_s: float = Field(default=10.0, gt=0.0, le=86_400.0)
+    swap_interval_s: float = Field(default=600.0, ge=0.0, le=86_400.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> HyParViewConfig:
@@ -226,6 +240,7 @@ class HyParView:
         "_seeds",
         "_short_since",
         "_shuffled",
+        "_swap_at",
         "failures",
         "joins",
     )
@@ -253,6 +268,7 @@ class HyParView:
         self._indirect: dict[int, list[Peer]] = {}  # pinged for others: target -> requesters
         self._passive_pings: dict[int, float] = {}  # passive entry -> when we pinged it
         self._shuffled: list[int] = []  # node ids sent in our last shuffle
+        self._swap_at = 0.0  # when the next steady link swap is due (0: never)
         # An unconfirmed join is sent again at _join_retry_at; None once a CONNECT came.
         self._join_retry_at: float | None = None
         self._join_retry_s = config.join_retry_s
@@ -290,6 +306,8 @@ class HyParView:
         self._join(now)
         host.call_at(now + config.probe_interval_s * host.rng.random(), self._on_probe_timer)
         host.call_at(now + config.shuffle_interval_s * host.rng.random(), self._on_shuffle_timer)
+        if config.swap_interval_s > 0:
+            self._swap_at = now + config.swap_interval_s * host.rng.random()
 
     def _join(self, now: float) -> None:
         host = self._host
@@ -312,6 +330,10 @@ class HyParView:
         self._repair(now)
         if now < self._recovering_until:
             self._refresh(now)
+        elif self._swap_at and now >= self._swap_at:
+            self._swap_at = now + self._config.swap_interval_s * (0.5 + self._host.rng.random())
+            if len(self._active) >= self._config.active_size:
+                self._refresh(now)
         self._host.call_at(now + self._config.probe_interval_s, self._on_probe_timer)
 
     def _on_shuffle_timer(self, now: float) -> None:
@@ -430,11 +452,12 @@ class HyParView:
         host.send((candidate,), request)
 
     def _refresh(self, now: float) -> None:
-        """After a mass failure: swap one link for a random passive entry per probe tick.
+        """Swap one link for a random reserve or passive entry.
 
-        Repair alone stops once every view is full, and survivors that filled
-        their views from each other stay an island. A swap moves a link out
-        of any island. It keeps degrees: the candidate takes us in place of a
+        After a mass failure this runs every probe tick; otherwise once per
+        ``swap_interval_s``. Repair alone stops once every view is full, and
+        nodes that filled their views from each other stay an island. A swap
+        moves a link out of any island. It keeps degrees: the candidate takes us in place of a
         neighbour ``d`` (named in its answer), we drop a neighbour ``o`` and
         tell it to link with ``d``, which has just been left a free slot.
         """
@@ -491,14 +514,21 @@ class HyParView:
         host, config = self._host, self._config
         if not self._active:
             return
-        target = self._active[int(host.rng.random() * len(self._active))]
+        walk = config.shuffle_walk_length
+        if self._passive and host.rng.random() < config.shuffle_direct_share:
+            target, walk = self._passive[int(host.rng.random() * len(self._passive))], 1
+        else:
+            target = self._active[int(host.rng.random() * len(self._active))]
         others = [p for p in self._active if p.node_id != target.node_id]
         chosen = _pick(host, others, config.shuffle_active)
-        chosen += _pick(host, self._passive, config.shuffle_passive)
+        if walk == 1:  # straight to a passive entry: do not send it its own descriptor
+            passive = [p for p in self._passive if p.node_id != target.node_id]
+        else:
+            passive = self._passive
+        chosen += _pick(host, passive, config.shuffle_passive)
         entries = fit([descriptor(p, 0) for p in chosen], host.message_bytes_max // 2)
         self._shuffled = [p.node_id for p in chosen[: len(entries)]]
         body = [self._me(), entries]
-        walk = config.shuffle_walk_length
         host.send((target,), new_envelope(host, Kind.VIEW_SHUFFLE, body, now, hops_left=walk))
 
     def _keep_passive(self, received: list[Peer], replaceable: list[int]) -> None:
@@ -667,6 +697,8 @@ class HyParView:
         if partner is not None and self._position(self._active, partner.node_id) < 0:
             self._keep_passive([partner], [])
             self._ask(partner, False, now)  # a swap: the partner has a free slot for us
+        elif not self._active:
+            self._repair(now)  # alone: ask (high priority) now, not at the next probe tick
 
     def _on_shuffle(self, message: Envelope, body: list[object], now: float) -> None:
         if len(body) != 2:
