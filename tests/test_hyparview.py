@@ -337,3 +337,24 @@ def test_a_direct_shuffle_goes_to_a_passive_entry_and_leaves_it_out_of_the_entri
     assert to.node_id in (30, 31, 32) and message.hops_left == 1
     offered = {entry[0] for entry in message.body[1]}
     assert to.node_id not in offered and offered <= {2, 30, 31, 32}
+
+
+def test_a_short_view_whose_links_all_fell_silent_asks_with_high_priority() -> None:
+    """Churn wore the view down to two links, then both ends died: the node must
+    ask as if alone (full views refuse low-priority requests), not wait for
+    ``escalate_after_s`` while nobody lists it."""
+    transport = RecordingTransport()
+    node = hpv_node(transport)
+    node.start(0.0)
+    for n in (2, 3):
+        node.receive(Envelope(Kind.VIEW_CONNECT, 100 + n, n, n, "", 0, 0, [me(n)]), f"a{n}", 0.1)
+    t = 0.1
+    while t < 3.0:  # 2 and 3 say nothing; live strangers keep turning up in the passive view
+        t += 0.5
+        n = 30 + int(t * 2)
+        node.receive(Envelope(Kind.PING, 70 + n, n, n, "", 0, 0, [me(n), False]), f"a{n}", t)
+        node.handle_timer(t)
+    sent_before = len(transport.sent)
+    node.handle_timer(t + CONFIG.probe_interval_s)
+    asks = [m for _, _, m in transport.sent[sent_before:] if m.kind is Kind.VIEW_NEIGHBOR]
+    assert asks and all(m.body[1] is True for m in asks)

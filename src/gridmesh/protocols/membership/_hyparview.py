@@ -41,20 +41,21 @@ neighbour's ``PING`` says which side thinks it is linked, and the other side
 then takes the link up if it has room, or answers ``DISCONNECT``.
 
 **Repair.** While the active view is short, the node sends ``NEIGHBOR``
-requests to random passive entries, up to ``repair_parallelism`` per free
-slot at a time: after a massive failure most candidates are dead, and asking
-them one at a time would take one timeout each. A request is *high priority*
-when the active view is empty, and then is always accepted (the receiver drops
-a random neighbour if it must); otherwise it is accepted only if the receiver
-has room. A view that stays short for ``escalate_after_s`` (its owner keeps
-being refused: a handful of nodes that only link to each other, say) sends one
-high-priority request at a time; its receiver makes room by dropping a random
-neighbour, so the shortfall moves on instead of leaving an island. Acceptances
-beyond the free slots are undone with ``DISCONNECT``. A
+requests to random passive entries, up to ``repair_parallelism`` per free slot
+at a time: after a massive failure most candidates are dead, and asking them
+one at a time would take one timeout each. A request is *high priority* when
+the active view is empty or every link in it is silent for 2.5 probe intervals
+(a view worn down by churn whose last ends died), and then is always accepted
+(the receiver drops a random neighbour if it must); otherwise it is accepted
+only if the receiver has room. A view that stays short for ``escalate_after_s``
+(its owner keeps being refused: a handful of nodes that only link to each
+other, say) sends one high-priority request at a time; its receiver makes room
+by dropping a random neighbour, so the shortfall moves on instead of leaving an
+island. Acceptances beyond the free slots are undone with ``DISCONNECT``. A
 candidate that does not answer within ``neighbor_timeout_s`` is removed from
-the passive view. A node with no candidates left joins again through a seed:
-at once when it is alone, after ``escalate_after_s`` when it is short. Seeds
-whose node id is known start in the passive view.
+the passive view. A node with no candidates left joins again through a seed: at
+once when it is alone, after ``escalate_after_s`` when it is short. Seeds whose
+node id is known start in the passive view.
 
 **Mass failure.** When half the active view or more is silent for 2.5 probe
 intervals at once (a healthy neighbour's silence runs up to two intervals and
@@ -390,7 +391,8 @@ class HyParView:
             self._recovering_until = now + config.recovery_s
 
     def _mass_silence(self, suspects: int) -> bool:
-        return 2 * suspects >= self._config.active_size
+        """Half the links we have (at most half a full view) are silent at once."""
+        return suspects > 0 and 2 * suspects >= min(len(self._active), self._config.active_size)
 
     def _suspects(self, now: float) -> list[Peer]:
         """Active neighbours silent for 2.5 probe intervals or more, most silent first.
@@ -427,7 +429,10 @@ class HyParView:
             return
         asked = self._asked()
         candidates = [p for p in self._passive if p.node_id not in asked]
-        alone = not self._active
+        # Alone: no link, or none heard from lately. Under churn a view worn down to
+        # two links whose ends then died asked with low priority, full views refused,
+        # and nobody listed the node until it escalated (the churn bench, round 79).
+        alone = suspects == len(self._active)
         starving = now - self._short_since >= config.escalate_after_s and not any(
             high for _, _, high, _ in self._requests.values()
         )
