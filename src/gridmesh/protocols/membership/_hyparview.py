@@ -57,30 +57,28 @@ the passive view. A node with no candidates left joins again through a seed: at
 once when it is alone, after ``escalate_after_s`` when it is short. Seeds whose
 node id is known start in the passive view.
 
-**Mass failure.** When half the active view or more is silent for 2.5 probe
-intervals at once (a healthy neighbour's silence runs up to two intervals and
-a round trip, since it is pinged at the tick after one interval), the silent
-links count as free slots for repair: the node
-asks for replacements at once instead of waiting out ``failure_timeout_s``,
-and an accepted replacement evicts the most silent suspect (a node that is
-merely slow loses one link and goes to the passive view). Every eviction
-picks a suspect (silent 2.5 intervals) first, a random neighbour only when
-none is. When half
+**Mass failure.** When half the links a node has (at most half a full view) are
+silent for 2.5 probe intervals at once (a healthy neighbour's silence runs up
+to two intervals and a round trip, since it is pinged at the tick after one
+interval), the silent links count as free slots for repair: the node asks for
+replacements at once instead of waiting out ``failure_timeout_s``, and an
+accepted replacement evicts the most silent suspect (a node that is merely slow
+loses one link and goes to the passive view). Every eviction picks a suspect
+(silent 2.5 intervals) first, a random neighbour only when none is. When half
 the view is declared failed within two timeouts, the node *recovers* for
-``recovery_s``: each probe tick with a full view it swaps one link for a
-random passive entry, asked with high priority. Repair alone stops as soon as
-every view is full, so survivors that filled their views from each other stay
-an island for good; swaps move links out of an island whose members know
-someone outside it. A swap keeps degrees: the
-candidate's ``NEIGHBOR_REPLY`` names the neighbour it dropped to take us, and
-the ``DISCONNECT`` we send the neighbour we drop names that node as a partner
-with a free slot, which it asks at once. Half the swaps (and, for a short
-view, all of them) go to the *reserve* instead: ``reserve_size`` entries
-copied from the passive view one per shuffle and then one per
-``reserve_interval_s``. The passive view turns over in seconds and, after the
-failure, fills with nearby survivors only, so an island's passive views
-soon name nobody outside it; the reserve still holds a sample taken before
-the failure.
+``recovery_s``: each probe tick with a full view it swaps one link for a random
+passive entry, asked with high priority. Repair alone stops as soon as every
+view is full, so survivors that filled their views from each other stay an
+island for good; swaps move links out of an island whose members know someone
+outside it. A swap keeps degrees: the candidate's ``NEIGHBOR_REPLY`` names the
+neighbour it dropped to take us, and the ``DISCONNECT`` we send the neighbour
+we drop names that node as a partner with a free slot, which it asks at once.
+Half the swaps (and, for a short view, all of them) go to the *reserve*
+instead: ``reserve_size`` entries copied from the passive view one per shuffle
+and then one per ``reserve_interval_s``. The passive view turns over in seconds
+and, after the failure, fills with nearby survivors only, so an island's
+passive views soon name nobody outside it; the reserve still holds a sample
+taken before the failure.
 
 **Steady swaps.** Islands also form without any failure: in the 10^4-node
 bench (seed 3), 0.06 s into the joins node 31 lost its only link to a
