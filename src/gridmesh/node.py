@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 A ``Node`` owns one instance of each protocol (one membership protocol, chosen
-by its configuration, and dissemination), routes each incoming message to the
+by its configuration, dissemination, and tree aggregation, built on first
+use so that a node that never aggregates pays nothing for it), routes each incoming message to the
 protocol whose ``KINDS`` hold its ``kind``, keeps the node's timers, and counts
 what it refused. It is itself sans-I/O: a *driver* feeds it and carries out
 what it asks, through the ``Transport`` interface:
@@ -31,13 +32,21 @@ counted under its ``reason`` in ``rejected`` and the message is dropped.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from gridmesh.protocols import Delivery, Membership, Peer, RandomSource
+from gridmesh.protocols.aggregation import (
+    DEFAULT_REGISTRY,
+    FunctionRegistry,
+    ReadingProvider,
+    ResultCallback,
+    TreeAggregation,
+    TreeAggregationConfig,
+)
 from gridmesh.protocols.dissemination import Gossip, GossipConfig, make_dissemination
 from gridmesh.protocols.membership import (
     FullMembership,
@@ -63,6 +72,7 @@ class NodeConfig(BaseModel):
     groups: tuple[str, ...] = Field(default=(), description="e.g. tariff:RTP, region:London")
     gossip: GossipConfig = GossipConfig()
     membership: MembershipConfig = FullMembershipConfig()
+    aggregation: TreeAggregationConfig = TreeAggregationConfig()
 
     @model_validator(mode="after")
     def _tree_needs_an_active_view(self) -> NodeConfig:
@@ -103,6 +113,7 @@ class Transport(Protocol):
 
 
 _Timer = tuple[float, int, Callable[[float], None]]
+_AGGREGATION_KINDS = TreeAggregation.KINDS
 
 
 class Node:
@@ -110,6 +121,8 @@ class Node:
 
     __slots__ = (
         "_address",
+        "_aggregation",
+        "_functions",
         "_gossip_kinds",
         "_me",
         "_membership_kinds",
@@ -136,6 +149,7 @@ class Node:
         address: str = "",
         directory: PeerDirectory | None = None,
         seeds: tuple[Peer, ...] = (),
+        functions: FunctionRegistry | None = None,
     ) -> None:
         if not 0 < node_id <= UINT64_MAX:
             raise LocalProtocolError(f"node id must be in 1..2**64-1, got {node_id}")
@@ -160,6 +174,9 @@ class Node:
             self, config.gossip, self.membership, self._size_estimate
         )
         self._gossip_kinds = self.gossip.KINDS
+        # The aggregation functions queries may name: the built-ins unless given others.
+        self._functions = DEFAULT_REGISTRY if functions is None else functions
+        self._aggregation: TreeAggregation | None = None
 
     # -- the Host interface protocols use ------------------------------------
 
@@ -268,6 +285,10 @@ class Node:
                 self.gossip.on_message(message, source, now)
             elif kind in self._membership_kinds:
                 self.membership.on_message(message, source, now)
+            elif kind in _AGGREGATION_KINDS:
+                if self._observe is not None:
+                    self._observe(message.sender, now)
+                self.aggregation.on_message(message, source, now)
             else:
                 raise MalformedMessage(f"this node does not handle {kind.name}", field="kind")
         except RemoteProtocolError as error:
@@ -302,9 +323,64 @@ class Node:
             reliability=reliability,
         ).message_id
 
+    @property
+    def aggregation(self) -> TreeAggregation:
+        """The tree aggregation protocol (seed 000's request-response gossip)."""
+        aggregation = self._aggregation
+        if aggregation is None:
+            aggregation = self._aggregation = TreeAggregation(
+                self, self.config.aggregation, self.membership, self._functions
+            )
+        return aggregation
+
+    def set_reading(self, name: str, provider: ReadingProvider | None) -> None:
+        """Answer aggregation queries for reading ``name`` with ``provider(now)``.
+
+        The provider returns this node's value (what the query's function lifts:
+        a number, a vector ...) or ``None`` for none; ``provider=None`` removes
+        the reading. A node without the reading still relays queries for it.
+        """
+        self.aggregation.set_reading(name, provider)
+
+    def aggregate(
+        self,
+        function: str,
+        reading: str,
+        *,
+        now: float,
+        on_result: ResultCallback,
+        params: Mapping[str, object] | None = None,
+        fanout: int | None = None,
+        hops: int | None = None,
+        timeout_s: float | None = None,
+        replies_min: int | None = None,
+    ) -> int:
+        """Aggregate ``reading`` over the nodes a query reaches, with ``function(params)``.
+
+        ``on_result`` receives one ``AggregateResult`` (value and coverage) when
+        every child answered or ``timeout_s`` passed, possibly before this returns.
+        Unset arguments take ``config.aggregation``'s defaults. Returns the query id.
+        """
+        return self.aggregation.aggregate(
+            function,
+            reading,
+            now=now,
+            on_result=on_result,
+            params=params,
+            fanout=fanout,
+            hops=hops,
+            timeout_s=timeout_s,
+            replies_min=replies_min,
+        )
+
     def stats(self) -> dict[str, int]:
         """Counters for monitoring: deliveries, duplicates, members, refusals by reason."""
-        counters = {**self.membership.stats(), **self.gossip.stats()}
+        aggregation = self._aggregation
+        counters = {
+            **self.membership.stats(),
+            **self.gossip.stats(),
+            **(aggregation.stats() if aggregation is not None else TreeAggregation.idle_stats()),
+        }
         for reason, count in (self.rejected or {}).items():
             counters[f"rejected_{reason}"] = count
         return counters

@@ -81,6 +81,11 @@ class Kind(IntEnum):
     GOSSIP_GRAFT = 21  # tree: [[origin, message_id], ...]; makes the link eager
     GOSSIP_PRUNE = 22  # tree: []; makes the link lazy
     GOSSIP_DIGEST = 23  # pull and anti-entropy: [since_us, [[origin, message_id], ...]]
+    # tree aggregation: [function, params, reading, fanout, hop_timeout_ms, replies_min]
+    AGG_QUERY = 24
+    # tree aggregation: [query_origin, query_id, 0, partial, contributors, missing, declined]
+    # (a value), [query_origin, query_id, 1] (not your child) or [..., 2] (declined)
+    AGG_REPLY = 25
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
     CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
 

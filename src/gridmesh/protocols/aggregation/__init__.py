@@ -5,7 +5,10 @@
   ``vector_sum``, and what applications register); no code travels;
 * ``AggregationFunction``: lift, combine, identity, finish, encode and decode
   over bounded partials, associative and commutative exactly;
-* ``ExactSum``: float and int sums kept exactly, rounded once at the end.
+* ``ExactSum``: float and int sums kept exactly, rounded once at the end;
+* ``TreeAggregation``: seed 000's request-response gossip: a query spreads,
+  replies come back along its implicit tree, combined level by level, with
+  the coverage (``AggregateResult``).
 """
 
 from __future__ import annotations
@@ -33,14 +36,28 @@ from gridmesh.protocols.aggregation._functions import (
     VectorSum,
     builtin_registry,
 )
+from gridmesh.protocols.aggregation._tree import (
+    AGG_FANOUT_MAX,
+    HOP_TIMEOUT_MS_MAX,
+    READING_BYTES_MAX,
+    AggregateResult,
+    ReadingProvider,
+    ResultCallback,
+    TreeAggregation,
+    TreeAggregationConfig,
+)
 
 __all__ = [
+    "AGG_FANOUT_MAX",
     "DEFAULT_REGISTRY",
     "FUNCTION_NAME_BYTES_MAX",
     "HISTOGRAM_BINS_MAX",
+    "HOP_TIMEOUT_MS_MAX",
+    "READING_BYTES_MAX",
     "SUM_MAGNITUDE_LOG2_MAX",
     "TOP_K_MAX",
     "VECTOR_LENGTH_MAX",
+    "AggregateResult",
     "AggregationFunction",
     "Count",
     "ExactSum",
@@ -52,8 +69,12 @@ __all__ = [
     "Mean",
     "Minimum",
     "Number",
+    "ReadingProvider",
+    "ResultCallback",
     "Sum",
     "TopK",
+    "TreeAggregation",
+    "TreeAggregationConfig",
     "VectorSum",
     "builtin_registry",
 ]
