@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 A ``Node`` owns one instance of each protocol (one membership protocol, chosen
-by its configuration, dissemination, and tree aggregation, built on first
-use so that a node that never aggregates pays nothing for it), routes each incoming message to the
+by its configuration, dissemination, tree aggregation and push-sum, the last
+two built on first use so that a node that never aggregates pays nothing for
+them), routes each incoming message to the
 protocol whose ``KINDS`` hold its ``kind``, keeps the node's timers, and counts
 what it refused. It is itself sans-I/O: a *driver* feeds it and carries out
 what it asks, through the ``Transport`` interface:
@@ -41,7 +42,10 @@ from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocol
 from gridmesh.protocols import Delivery, Membership, Peer, RandomSource
 from gridmesh.protocols.aggregation import (
     DEFAULT_REGISTRY,
+    Estimate,
     FunctionRegistry,
+    PushSum,
+    PushSumConfig,
     ReadingProvider,
     ResultCallback,
     TreeAggregation,
@@ -73,6 +77,7 @@ class NodeConfig(BaseModel):
     gossip: GossipConfig = GossipConfig()
     membership: MembershipConfig = FullMembershipConfig()
     aggregation: TreeAggregationConfig = TreeAggregationConfig()
+    pushsum: PushSumConfig = PushSumConfig()
 
     @model_validator(mode="after")
     def _tree_needs_an_active_view(self) -> NodeConfig:
@@ -114,6 +119,7 @@ class Transport(Protocol):
 
 _Timer = tuple[float, int, Callable[[float], None]]
 _AGGREGATION_KINDS = TreeAggregation.KINDS
+_PUSHSUM_KINDS = PushSum.KINDS
 
 
 class Node:
@@ -128,6 +134,7 @@ class Node:
         "_membership_kinds",
         "_node_id",
         "_observe",
+        "_pushsum",
         "_rng",
         "_timer_seq",
         "_timers",
@@ -177,6 +184,7 @@ class Node:
         # The aggregation functions queries may name: the built-ins unless given others.
         self._functions = DEFAULT_REGISTRY if functions is None else functions
         self._aggregation: TreeAggregation | None = None
+        self._pushsum: PushSum | None = None
 
     # -- the Host interface protocols use ------------------------------------
 
@@ -289,6 +297,10 @@ class Node:
                 if self._observe is not None:
                     self._observe(message.sender, now)
                 self.aggregation.on_message(message, source, now)
+            elif kind in _PUSHSUM_KINDS:
+                if self._observe is not None:
+                    self._observe(message.sender, now)
+                self.pushsum.on_message(message, source, now)
             else:
                 raise MalformedMessage(f"this node does not handle {kind.name}", field="kind")
         except RemoteProtocolError as error:
@@ -373,13 +385,55 @@ class Node:
             replies_min=replies_min,
         )
 
+    @property
+    def pushsum(self) -> PushSum:
+        """The push-sum protocol: running estimates of a mean, a sum or the size."""
+        pushsum = self._pushsum
+        if pushsum is None:
+            pushsum = self._pushsum = PushSum(
+                self, self.config.pushsum, self.membership, self._reading_provider
+            )
+        return pushsum
+
+    def start_estimate(
+        self,
+        function: str,
+        reading: str = "",
+        *,
+        now: float,
+        rounds: int | None = None,
+        continuous: bool = False,
+    ) -> int:
+        """Start a push-sum estimate of ``function`` ("mean", "sum" of ``reading``, or "size").
+
+        Every node it reaches joins and runs ``rounds`` rounds (``config.pushsum``'s
+        default); a ``continuous`` estimate restarts in a new epoch after them.
+        Returns the estimate id, which any node passes to ``estimate``.
+        """
+        return self.pushsum.start(function, reading, now=now, rounds=rounds, continuous=continuous)
+
+    def restart_estimate(self, estimate_id: int, *, now: float) -> None:
+        """Start the next epoch of an estimate this node started: fresh readings, fresh mass."""
+        self.pushsum.restart(estimate_id, now=now)
+
+    def estimate(self, estimate_id: int) -> Estimate | None:
+        """This node's current ``Estimate`` (value, weight, rounds, epoch), or ``None``."""
+        pushsum = self._pushsum
+        return None if pushsum is None else pushsum.estimate(estimate_id)
+
+    def _reading_provider(self, name: str) -> ReadingProvider | None:
+        aggregation = self._aggregation
+        return None if aggregation is None else aggregation.provider(name)
+
     def stats(self) -> dict[str, int]:
         """Counters for monitoring: deliveries, duplicates, members, refusals by reason."""
         aggregation = self._aggregation
+        pushsum = self._pushsum
         counters = {
             **self.membership.stats(),
             **self.gossip.stats(),
             **(aggregation.stats() if aggregation is not None else TreeAggregation.idle_stats()),
+            **(pushsum.stats() if pushsum is not None else PushSum.idle_stats()),
         }
         for reason, count in (self.rejected or {}).items():
             counters[f"rejected_{reason}"] = count

@@ -86,6 +86,11 @@ class Kind(IntEnum):
     # tree aggregation: [query_origin, query_id, 0, partial, contributors, missing, declined]
     # (a value), [query_origin, query_id, 1] (not your child) or [..., 2] (declined)
     AGG_REPLY = 25
+    # push-sum: [initiator, estimate_id, epoch, function, reading, rounds, variant, seq, s, w,
+    # ack, request]; "flow": s and w are the cumulative mass the sender ever gave the
+    # receiver on this link, seq numbers them, ack is the receiver's seq the sender absorbed
+    # last; "push": s and w are the mass given, seq = ack = 0, request false
+    PUSHSUM = 26
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
     CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
 

@@ -8,7 +8,10 @@
 * ``ExactSum``: float and int sums kept exactly, rounded once at the end;
 * ``TreeAggregation``: seed 000's request-response gossip: a query spreads,
   replies come back along its implicit tree, combined level by level, with
-  the coverage (``AggregateResult``).
+  the coverage (``AggregateResult``);
+* ``PushSum``: push-sum (Kempe et al. 2003): every node's running estimate
+  (``Estimate``) of a mean, a sum or the network size, exact in mass under
+  message loss (cumulative flows).
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ from gridmesh.protocols.aggregation._functions import (
     VectorSum,
     builtin_registry,
 )
+from gridmesh.protocols.aggregation._pushsum import (
+    PUSHSUM_FUNCTIONS,
+    PUSHSUM_ROUNDS_MAX,
+    Estimate,
+    PushSum,
+    PushSumConfig,
+    ReadingLookup,
+)
 from gridmesh.protocols.aggregation._tree import (
     AGG_FANOUT_MAX,
     HOP_TIMEOUT_MS_MAX,
@@ -53,6 +64,8 @@ __all__ = [
     "FUNCTION_NAME_BYTES_MAX",
     "HISTOGRAM_BINS_MAX",
     "HOP_TIMEOUT_MS_MAX",
+    "PUSHSUM_FUNCTIONS",
+    "PUSHSUM_ROUNDS_MAX",
     "READING_BYTES_MAX",
     "SUM_MAGNITUDE_LOG2_MAX",
     "TOP_K_MAX",
@@ -60,6 +73,7 @@ __all__ = [
     "AggregateResult",
     "AggregationFunction",
     "Count",
+    "Estimate",
     "ExactSum",
     "FunctionFactory",
     "FunctionRegistry",
@@ -69,6 +83,9 @@ __all__ = [
     "Mean",
     "Minimum",
     "Number",
+    "PushSum",
+    "PushSumConfig",
+    "ReadingLookup",
     "ReadingProvider",
     "ResultCallback",
     "Sum",

@@ -326,6 +326,10 @@ class TreeAggregation:
             raise LocalProtocolError(f"at most {self._config.readings_max} readings")
         readings[name] = provider
 
+    def provider(self, name: str) -> ReadingProvider | None:
+        """The provider registered for reading ``name`` (push-sum reads it too), if any."""
+        return self._readings.get(name)
+
     def aggregate(
         self,
         function: str,
