@@ -98,6 +98,19 @@ def test_a_joining_node_absorbs_the_flow_and_gives_half_back_in_its_reply() -> N
     assert node.stats()["pushsum_joined"] == 1
 
 
+def test_a_joining_node_splits_its_mass_among_join_fanout_plus_one_peers() -> None:
+    node, transport = lone_node(peers=9, join_fanout=3)
+    node.receive(flow(1, 3.0, 0.5), "2", 1.0)
+    (_, reply), *pushes = sent(transport)
+    assert reply[7:] == [1, 3.5, 0.75, 1, False]
+    assert len(pushes) == 4
+    assert len({peer for peer, _ in pushes}) == 4
+    assert all(body[11] is True for _, body in pushes)
+    estimate = view(node)  # a fifth of what the reply left
+    assert math.isclose(estimate.mass, 3.5 / 5) and math.isclose(estimate.weight, 0.75 / 5)
+    assert (estimate.unsettled, estimate.rounds) == (4, 1)
+
+
 def test_a_copy_of_a_request_adds_nothing_and_is_answered_with_the_same_cumulative() -> None:
     node, transport = lone_node()
     node.receive(flow(1, 3.0, 0.5), "2", 1.0)
@@ -189,7 +202,7 @@ def test_a_continuous_estimate_starts_its_next_epoch_by_itself() -> None:
 def test_the_push_variant_absorbs_amounts_and_never_replies() -> None:
     node, transport = lone_node(variant="push")
     node.receive(flow(0, 3.0, 0.5, request=False, variant="push"), "2", 1.0)
-    [(_, push)] = sent(transport)  # its first round only
+    [(_, push)] = sent(transport)  # its first round: half to its only peer, no reply
     assert push[7:] == [0, 3.5, 0.75, 0, False]
     assert view(node).value == 7.0 / 1.5
 
@@ -408,3 +421,41 @@ def test_under_loss_flows_keep_the_mass_exact_and_plain_push_sum_loses_it() -> N
             assert sim.messages_lost > 0
     assert lost["push"] > 0.2, f"seed {seed}: plain push-sum lost only {lost['push']:.1%}"
     assert abs(lost["flow"]) < 1e-12
+
+
+def test_departed_nodes_stay_counted_until_a_new_epoch_counts_the_survivors() -> None:
+    count, leaving, rounds = 500, 50, 20
+    link = LinkClass(latency=UniformLatency(low_s=0.005, high_s=0.05))
+    sim = Simulator(seed=3, network=NetworkConfig(lan=link, wan=link))
+    directory = PeerDirectory(Peer(i, str(i)) for i in range(1, count + 1))
+    config = NodeConfig(
+        membership=FullMembershipConfig(exchange_interval_s=0),
+        pushsum=PushSumConfig(rounds=rounds),
+    )
+    sim.add_nodes(
+        count,
+        lambda i: Node(i, transport=sim, rng=sim.node_rng, config=config, directory=directory),
+    )
+    started = start(sim, 1, "size")
+
+    def leave(now: float) -> None:  # mid-epoch; the membership learns of it at once
+        for node_id in range(count - leaving + 1, count + 1):
+            sim.crash(node_id, now)
+            directory.remove(node_id)
+
+    sim.schedule(START_S + 6.0, leave)
+    restart_s = START_S + rounds + 5.0
+    sim.schedule(restart_s, lambda now: sim.node(1).restart_estimate(started[0], now=now))  # type: ignore[union-attr]
+    sim.run(restart_s - 0.5)
+    survivors = range(1, count - leaving + 1)
+    [estimate_id] = started
+    first = [view(node, estimate_id) for i in survivors if (node := sim.node(i))]
+    # Mixed mass leaves in proportion: the departed are still counted.
+    assert worst_error(first, count) <= 0.05, f"seed 3: {worst_error(first, count):.2%}"
+    assert worst_error(first, count - leaving) > 0.05
+    sim.run(restart_s + rounds + 5.0)
+    second = [view(node, estimate_id) for i in survivors if (node := sim.node(i))]
+    assert {e.epoch for e in second} == {2}
+    error = worst_error(second, count - leaving)
+    assert error <= 0.01, f"seed 3: epoch 2 off by {error:.2%}"
+    assert all(e.previous is not None and abs(e.previous / count - 1) <= 0.05 for e in second)
