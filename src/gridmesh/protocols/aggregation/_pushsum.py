@@ -313,7 +313,7 @@ class PushSum:
         self._ended: dict[EstimateKey, int] = {}  # estimate -> the last epoch it ran here
         self.started = 0  # estimates this node initiated
         self.joined = 0  # epochs this node joined on a peer's message
-        self.pushes = 0  # requests sent (a push of half the mass)
+        self.pushes = 0  # transfers this node started (requests, in the flow variant)
         self.replies = 0  # replies sent
         self.resent = 0  # copies of unacknowledged requests
         self.abandoned = 0  # requests given up after retries_max copies
