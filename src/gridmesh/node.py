@@ -51,7 +51,7 @@ from gridmesh.protocols.aggregation import (
     TreeAggregation,
     TreeAggregationConfig,
 )
-from gridmesh.protocols.dissemination import Gossip, GossipConfig, make_dissemination
+from gridmesh.protocols.dissemination import Gossip, GossipConfig, TreeGossip, make_dissemination
 from gridmesh.protocols.membership import (
     FullMembership,
     FullMembershipConfig,
@@ -139,6 +139,7 @@ class Node:
         "_timer_seq",
         "_timers",
         "_transport",
+        "_tree",
         "_wake_at",
         "config",
         "gossip",
@@ -181,6 +182,8 @@ class Node:
             self, config.gossip, self.membership, self._size_estimate
         )
         self._gossip_kinds = self.gossip.KINDS
+        # A tree follows the active view as it changes, not only when gossip comes.
+        self._tree = isinstance(self.gossip, TreeGossip)
         # The aggregation functions queries may name: the built-ins unless given others.
         self._functions = DEFAULT_REGISTRY if functions is None else functions
         self._aggregation: TreeAggregation | None = None
@@ -265,6 +268,8 @@ class Node:
             while timers and timers[0][0] <= now:
                 _, _, callback = heapq.heappop(timers)
                 callback(now)
+            if self._tree:
+                self.gossip.on_neighbors(now)
         finally:  # a failing callback is a bug, but must not stop every later timer
             if timers and timers[0][0] < self._wake_at:
                 self._wake_at = timers[0][0]
@@ -293,6 +298,8 @@ class Node:
                 self.gossip.on_message(message, source, now)
             elif kind in self._membership_kinds:
                 self.membership.on_message(message, source, now)
+                if self._tree:
+                    self.gossip.on_neighbors(now)
             elif kind in _AGGREGATION_KINDS:
                 if self._observe is not None:
                     self._observe(message.sender, now)

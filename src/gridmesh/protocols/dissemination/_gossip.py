@@ -141,6 +141,9 @@ class Gossip:
             interval = config.anti_entropy_interval_s
             self._host.call_at(now + rng.random() * interval, self._anti_entropy)
 
+    def on_neighbors(self, now: float) -> None:
+        """The membership may have changed the neighbours; only a tree cares."""
+
     def broadcast(
         self,
         payload: object,
