@@ -174,6 +174,8 @@ def test_a_high_priority_neighbour_request_names_the_neighbour_it_displaced() ->
     (disconnect,) = [(p, m) for _, p, m in transport.sent if m.kind is Kind.VIEW_DISCONNECT]
     dropped = disconnect[0].node_id
     assert reply.body[:2] == [50, True] and reply.body[2][0] == dropped
+    # The dropped neighbour is told to ask the short asker in turn.
+    assert disconnect[1].body == [me(9)]
     linked = {p.node_id for p in node.membership.neighbors()}
     assert 9 in linked and dropped not in linked and len(linked) == CONFIG.active_size
 
@@ -358,3 +360,33 @@ def test_a_short_view_whose_links_all_fell_silent_asks_with_high_priority() -> N
     node.handle_timer(t + CONFIG.probe_interval_s)
     asks = [m for _, _, m in transport.sent[sent_before:] if m.kind is Kind.VIEW_NEIGHBOR]
     assert asks and all(m.body[1] is True for m in asks)
+
+
+def test_a_thin_view_asks_with_high_priority_one_request_at_a_time() -> None:
+    """Two live links of five: full views refuse low priority, so the node asks
+    one candidate with high priority at once, not after ``escalate_after_s``,
+    and the rest with low priority."""
+    transport = RecordingTransport()
+    node = hpv_node(transport)
+    node.start(0.0)
+    for n in (2, 3):
+        node.receive(Envelope(Kind.VIEW_CONNECT, 100 + n, n, n, "", 0, 0, [me(n)]), f"a{n}", 0.1)
+    for n in range(30, 40):
+        node.receive(Envelope(Kind.PING, 70 + n, n, n, "", 0, 0, [me(n), False]), f"a{n}", 0.2)
+    sent_before = len(transport.sent)
+    node.handle_timer(CONFIG.probe_interval_s)
+    asks = [m for _, _, m in transport.sent[sent_before:] if m.kind is Kind.VIEW_NEIGHBOR]
+    assert len(asks) == 3 * CONFIG.repair_parallelism
+    assert [m.body[1] for m in asks].count(True) == 1
+    # With three live links of five the view is not thin: low priority only.
+    transport3 = RecordingTransport()
+    node3 = hpv_node(transport3)
+    node3.start(0.0)
+    for n in (2, 3, 4):
+        node3.receive(Envelope(Kind.VIEW_CONNECT, 100 + n, n, n, "", 0, 0, [me(n)]), f"a{n}", 0.1)
+    for n in range(30, 40):
+        node3.receive(Envelope(Kind.PING, 70 + n, n, n, "", 0, 0, [me(n), False]), f"a{n}", 0.2)
+    sent_before = len(transport3.sent)
+    node3.handle_timer(CONFIG.probe_interval_s)
+    asks = [m for _, _, m in transport3.sent[sent_before:] if m.kind is Kind.VIEW_NEIGHBOR]
+    assert asks and not any(m.body[1] for m in asks)

@@ -49,9 +49,16 @@ the active view is empty or every link in it is silent for 2.5 probe intervals
 (the receiver drops a random neighbour if it must); otherwise it is accepted
 only if the receiver has room. A view that stays short for ``escalate_after_s``
 (its owner keeps being refused: a handful of nodes that only link to each
-other, say) sends one high-priority request at a time; its receiver makes room
-by dropping a random neighbour, so the shortfall moves on instead of leaving an
-island. Acceptances beyond the free slots are undone with ``DISCONNECT``. A
+other, say), or that is *thin* (fewer than half a full view of live links, so
+one or two deaths from alone), sends one high-priority request at a time; its
+receiver makes room by dropping a random neighbour and names the asker to it
+as a partner in the ``DISCONNECT``, so the dropped node asks the short asker in
+turn and the shortfall is filled instead of moved on. Under churn (10^4 nodes,
+1% leave and 1% join a second) almost every view is full, so low-priority
+requests are refused; thin views used to wait ``escalate_after_s`` for their
+one escalated request, and a joiner whose two links died within a second was
+cut off (3 of 200 rounds partitioned, one node each). With the thin rule, no
+round was. Acceptances beyond the free slots are undone with ``DISCONNECT``. A
 candidate that does not answer within ``neighbor_timeout_s`` is removed from
 the passive view. A node with no candidates left joins again through a seed: at
 once when it is alone, after ``escalate_after_s`` when it is short. Seeds whose
@@ -85,12 +92,12 @@ bench (seed 3), 0.06 s into the joins node 31 lost its only link to a
 displacement, and newcomers joined through it before its next repair tick;
 not alone any more, the group asked with low priority, full views refused,
 476 nodes joined through it and the overlay stayed split. So a node also swaps one link every
-``swap_interval_s`` (120 s, jittered), the same degree-preserving swap. An
+``swap_interval_s`` (600 s, jittered), the same degree-preserving swap. An
 island of k nodes then merges within about ``swap_interval_s / k`` once its
 members know anyone outside, and the whole overlay keeps mixing. With 10^4
-nodes that is a link replaced every 0.18 s somewhere, each link lasting
-about 150 s on average: slow next to a broadcast, and a tree (Plumtree) grafts
-around it. A lone false failure never triggers
+nodes that is some 17 swaps a second somewhere, a link lasting on the order
+of a quarter of an hour: slow next to a broadcast, and a tree (Plumtree)
+bridges a dropped tree link at once. A lone false failure never triggers
 recovery; with 10% loss a node sees half its view silent at once on about one
 probe tick in a thousand, and then only asks.
 
@@ -431,7 +438,12 @@ class HyParView:
         # two links whose ends then died asked with low priority, full views refused,
         # and nobody listed the node until it escalated (the churn bench, round 79).
         alone = suspects == len(self._active)
-        starving = now - self._short_since >= config.escalate_after_s and not any(
+        # Thin: fewer than half a full view of live links, one or two deaths from
+        # alone. Under churn full views refuse low priority, so a thin view used to
+        # wait escalate_after_s, and a joiner whose two links died within a round
+        # was cut off (the churn bench, round 101).
+        thin = 2 * (len(self._active) - suspects) < config.active_size
+        starving = (thin or now - self._short_since >= config.escalate_after_s) and not any(
             high for _, _, high, _ in self._requests.values()
         )
         if not candidates:
@@ -656,7 +668,9 @@ class HyParView:
         accepted = body[1] or len(self._active) < self._config.active_size
         dropped = None
         if accepted:
-            dropped = self._add_active(sender, now)
+            # A high-priority asker is short: the neighbour we drop for it is told
+            # to ask it in turn, so the shortfall is filled rather than moved on.
+            dropped = self._add_active(sender, now, partner=sender if body[1] else None)
         else:
             self._keep_passive([sender], [])
         host = self._host
