@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT ?= out
 
-.PHONY: demo test lint types pytest bench bench-membership venv clean
+.PHONY: demo test lint types pytest bench bench-membership bench-aggregation venv clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,13 @@ bench: $(STAMP)
 # About two hours on 2 cores (100 connectivity runs at 10^4 nodes).
 bench-membership: $(STAMP)
 	$(BIN)/python bench/membership.py all
+
+# Tree aggregation at 10^5 (exact) and 10^4 (faults), push-sum at 10^5 (a few GiB).
+bench-aggregation: $(STAMP)
+	$(BIN)/python bench/aggregation.py tree --out bench/results/aggregation-tree.json
+	$(BIN)/python bench/aggregation.py tree --nodes 10000 --loss 0.05 --crash 0.05 \
+		--out bench/results/aggregation-tree-faults.json
+	$(BIN)/python bench/aggregation.py pushsum --out bench/results/aggregation-pushsum.json
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .pytest_cache .ruff_cache
