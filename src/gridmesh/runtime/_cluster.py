@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from gridmesh.errors import GridmeshError
@@ -19,6 +19,8 @@ from gridmesh.runtime._control import ControlClient
 __all__ = ["ClusterError", "ProcessCluster", "free_udp_ports"]
 
 _POLL_INTERVAL_S = 0.2
+#: How much longer than an aggregate query's own timeout the client waits for its answer.
+_AGGREGATE_SLACK_S = 2.0
 
 
 class ClusterError(GridmeshError):
@@ -51,8 +53,11 @@ class ProcessCluster:
         host: str = "127.0.0.1",
         base_port: int | None = None,
         node_args: Sequence[str] = (),
+        args_for: Callable[[int], Sequence[str]] | None = None,
         log_dir: Path | None = None,
     ) -> None:
+        """``node_args`` go to every node, ``args_for(i)`` to node index ``i`` only
+        (its own ``--config`` with its readings, say)."""
         if count < 1:
             raise ClusterError("a cluster needs at least one node")
         ports = (
@@ -62,6 +67,7 @@ class ProcessCluster:
         )
         self.addresses = [format_address(host, port) for port in ports]
         self._node_args = list(node_args)
+        self._args_for = args_for
         self._log_dir = log_dir
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * count
 
@@ -82,6 +88,7 @@ class ProcessCluster:
                 "--id", str(index + 1),
                 "--seed", str(index + 1),
                 *self._node_args,
+                *(self._args_for(index) if self._args_for is not None else ()),
             ]  # fmt: skip
             if self._log_dir is not None:
                 self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -177,3 +184,74 @@ class ProcessCluster:
             if all(v is not None for v in result.values()) or time.monotonic() > deadline:
                 return result
             await asyncio.sleep(_POLL_INTERVAL_S)
+
+    async def aggregate(
+        self,
+        client: ControlClient,
+        function: str,
+        reading: str,
+        *,
+        via: int = 0,
+        params: Mapping[str, object] | None = None,
+        fanout: int | None = None,
+        hops: int | None = None,
+        timeout_s: float = 10.0,
+        replies_min: int | None = None,
+    ) -> dict[str, object]:
+        """Node ``via`` aggregates ``reading``; its answer: ``value``, ``contributors`` ..."""
+        body: dict[str, object] = {
+            "op": "aggregate",
+            "function": function,
+            "reading": reading,
+            "timeout_s": timeout_s,
+        }
+        for key, value in (
+            ("params", dict(params) if params is not None else None),
+            ("fanout", fanout),
+            ("hops", hops),
+            ("replies_min", replies_min),
+        ):
+            if value is not None:
+                body[key] = value
+        answer = await client.request(
+            self.addresses[via], body, timeout_s=timeout_s + _AGGREGATE_SLACK_S
+        )
+        if not answer.get("ok"):
+            raise ClusterError(f"aggregate refused: {answer.get('error')}")
+        return answer
+
+    async def start_estimate(
+        self,
+        client: ControlClient,
+        function: str,
+        reading: str = "",
+        *,
+        via: int = 0,
+        rounds: int | None = None,
+    ) -> int:
+        """Node ``via`` starts a push-sum estimate; returns its id."""
+        body: dict[str, object] = {"op": "start_estimate", "function": function, "reading": reading}
+        if rounds is not None:
+            body["rounds"] = rounds
+        answer = await client.request(self.addresses[via], body)
+        estimate_id = answer.get("estimate_id")
+        if not answer.get("ok") or type(estimate_id) is not int:
+            raise ClusterError(f"start_estimate refused: {answer.get('error')}")
+        return estimate_id
+
+    async def estimates(
+        self, client: ControlClient, estimate_id: int
+    ) -> dict[int, dict[str, object] | None]:
+        """Each live node's view of an estimate (``value``, ``rounds``, ``finished`` ...);
+        None where a node did not answer or does not run it."""
+        live = self.alive()
+        answers = await client.request_all(
+            [self.addresses[i] for i in live],
+            {"op": "estimate", "estimate_id": estimate_id},
+            timeout_s=1.0,
+        )
+        views: dict[int, dict[str, object] | None] = {}
+        for index in live:
+            answer = answers[self.addresses[index]]
+            views[index] = answer if answer is not None and answer.get("running") else None
+        return views

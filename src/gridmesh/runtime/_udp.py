@@ -15,8 +15,24 @@ first); it implements ``Transport`` with real I/O:
   waits out the rest, because a node must be woken late, never early;
 * **receive**: each datagram is decoded once. Malformed ones are counted in the
   node's ``rejected`` counters and dropped; the node keeps running. ``CONTROL``
-  datagrams are operator requests (broadcast, status, "did you deliver X?")
-  and are accepted only from loopback addresses.
+  datagrams are operator requests (broadcast, status, "did you deliver X?",
+  aggregate, push-sum estimates) and are accepted only from loopback addresses.
+
+**The application API** is ``Node``'s on the wall clock, with the same
+argument names less ``now``: ``set_reading``, ``start_estimate``, ``estimate``
+and ``restart_estimate`` call the node at once; ``aggregate`` is a coroutine
+that returns the ``AggregateResult`` the protocol would hand ``on_result``
+(always, by the query's ``timeout_s`` at the latest). So code written against
+a simulated ``Node`` reads the same against a real one.
+
+**Control requests are answered once.** The client resends a request whose
+reply it has not seen (UDP may drop either). A node keeps the last
+``CONTROL_ANSWERS_KEPT_MAX`` answers to requests that act (broadcast,
+aggregate, start or restart an estimate) by (request id, client address) and
+sends a resent one the same answer again, so a retry never broadcasts or
+aggregates twice; requests that only read are answered afresh. An
+``aggregate`` request is answered when its result comes, a copy that arrives
+meanwhile is ignored, and at most ``CONTROL_AGGREGATES_MAX`` wait at once.
 """
 
 from __future__ import annotations
@@ -27,25 +43,46 @@ import random
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import cast
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Delivery, Peer
+from gridmesh.protocols.aggregation import AggregateResult, Estimate, ReadingProvider
 from gridmesh.runtime._address import format_address, ip_endpoint, is_loopback
+from gridmesh.runtime._control_requests import (
+    aggregate_answer,
+    estimate_answer,
+    optional_int,
+    optional_number,
+    optional_text,
+    parse_aggregate_request,
+    parse_estimate_request,
+    required_int,
+)
 from gridmesh.wire import Envelope, Kind, decode, encode
 
-__all__ = ["DELIVERIES_KEPT_MAX", "UdpNode"]
+__all__ = ["CONTROL_AGGREGATES_MAX", "CONTROL_ANSWERS_KEPT_MAX", "DELIVERIES_KEPT_MAX", "UdpNode"]
 
 log = logging.getLogger("gridmesh.node")
 
 #: How many recent deliveries a node remembers for "did you deliver X?" queries.
 DELIVERIES_KEPT_MAX = 10_000
+#: Control answers remembered, so that a resent request gets the same answer again.
+CONTROL_ANSWERS_KEPT_MAX = 256
+#: ``aggregate`` control requests waiting for their result at once.
+CONTROL_AGGREGATES_MAX = 64
 _ADDRESS_CACHE_MAX = 100_000
 _DESCRIPTORS_MAX = 100_000
 _RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 _CONTROL_KINDS = (Kind.CONTROL, Kind.CONTROL_REPLY)
+
+#: A control request's name: (request message id, the client's address).
+_ControlKey = tuple[int, tuple[str, int]]
+#: Requests that act, whose answers are kept for resends; the others only read.
+_CONTROL_ACTIONS = frozenset({"broadcast", "aggregate", "start_estimate", "restart_estimate"})
 
 
 class UdpNode(asyncio.DatagramProtocol):
@@ -85,6 +122,8 @@ class UdpNode(asyncio.DatagramProtocol):
         self._socket: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._addresses: dict[str, tuple[str, int] | None] = {}
+        self._control_answers: OrderedDict[_ControlKey, bytes] = OrderedDict()
+        self._control_waiting: set[_ControlKey] = set()
 
     # -- life cycle ----------------------------------------------------------
 
@@ -102,6 +141,71 @@ class UdpNode(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self._socket is not None:
             self._socket.close()
+
+    # -- the application API: Node's, on the wall clock ----------------------
+
+    def set_reading(self, name: str, provider: ReadingProvider | None) -> None:
+        """Answer aggregation queries (and push-sum) for ``name`` with ``provider(now)``.
+
+        ``provider=None`` removes the reading; see ``Node.set_reading``.
+        """
+        self.node.set_reading(name, provider)
+
+    async def aggregate(
+        self,
+        function: str,
+        reading: str,
+        *,
+        params: Mapping[str, object] | None = None,
+        fanout: int | None = None,
+        hops: int | None = None,
+        timeout_s: float | None = None,
+        replies_min: int | None = None,
+    ) -> AggregateResult:
+        """Aggregate ``reading`` over the nodes the query reaches; see ``Node.aggregate``.
+
+        Returns when every child answered, or by ``timeout_s`` with what came.
+        Raises ``LocalProtocolError`` for invalid arguments or a node not started.
+        """
+        if self._loop is None:
+            raise LocalProtocolError("start() the node before it aggregates")
+        result: asyncio.Future[AggregateResult] = self._loop.create_future()
+        self.node.aggregate(
+            function,
+            reading,
+            now=time.time(),
+            on_result=partial(_settle, result),
+            params=params,
+            fanout=fanout,
+            hops=hops,
+            timeout_s=timeout_s,
+            replies_min=replies_min,
+        )
+        return await result
+
+    def start_estimate(
+        self,
+        function: str,
+        reading: str = "",
+        *,
+        rounds: int | None = None,
+        continuous: bool = False,
+    ) -> int:
+        """Start a push-sum estimate ("mean", "sum" or "size"); returns its id.
+
+        See ``Node.start_estimate``; every node polls its own view with ``estimate``.
+        """
+        return self.node.start_estimate(
+            function, reading, now=time.time(), rounds=rounds, continuous=continuous
+        )
+
+    def restart_estimate(self, estimate_id: int) -> None:
+        """Start the next epoch of an estimate this node started."""
+        self.node.restart_estimate(estimate_id, now=time.time())
+
+    def estimate(self, estimate_id: int) -> Estimate | None:
+        """This node's current view of estimate ``estimate_id``, or ``None``."""
+        return self.node.estimate(estimate_id)
 
     # -- asyncio.DatagramProtocol --------------------------------------------
 
@@ -201,13 +305,84 @@ class UdpNode(asyncio.DatagramProtocol):
             return  # a stray reply: nothing asked for it here
         if not is_loopback(host):
             raise MalformedMessage("control requests are accepted from loopback only")
+        key = (message.message_id, reply_to)
+        known = self._control_answers.get(key)
+        if known is not None:  # a resent request: the same answer, not a second action
+            self._send_control(known, reply_to)
+            return
+        if key in self._control_waiting:
+            return  # an aggregate in progress: its answer will come
+        request = message.body
+        op = request.get("op") if isinstance(request, dict) else None
         try:
-            answer = self._control_answer(message.body)
+            if op == "aggregate":
+                self._control_aggregate(key, cast(dict[str, object], request))
+                return
+            answer = self._control_answer(request)
         except LocalProtocolError as error:
             answer = {"ok": False, "error": str(error)}
-        reply = Envelope(
+        self._answer_control(key, answer, keep=op in _CONTROL_ACTIONS)
+
+    def _control_aggregate(self, key: _ControlKey, request: dict[str, object]) -> None:
+        """Start the query an ``aggregate`` request asks for; answer when its result comes."""
+        if len(self._control_waiting) >= CONTROL_AGGREGATES_MAX:
+            raise LocalProtocolError(f"{CONTROL_AGGREGATES_MAX} aggregate requests are waiting")
+        query = parse_aggregate_request(request)
+        self._control_waiting.add(key)  # first: the result may come before aggregate returns
+        try:
+            self.node.aggregate(
+                query.function,
+                query.reading,
+                now=time.time(),
+                on_result=partial(self._control_result, key),
+                params=query.params,
+                fanout=query.fanout,
+                hops=query.hops,
+                timeout_s=query.timeout_s,
+                replies_min=query.replies_min,
+            )
+        except BaseException:
+            self._control_waiting.discard(key)
+            raise
+
+    def _control_result(self, key: _ControlKey, result: AggregateResult) -> None:
+        self._control_waiting.discard(key)
+        try:
+            answer = aggregate_answer(result)
+        except LocalProtocolError as error:
+            answer = {"ok": False, "error": str(error)}
+        self._answer_control(key, answer)
+
+    def _answer_control(
+        self, key: _ControlKey, answer: dict[str, object], *, keep: bool = True
+    ) -> None:
+        """Send ``answer`` to the request named ``key``; ``keep`` it for resends."""
+        request_id, reply_to = key
+        data = self._control_reply(request_id, answer)
+        if keep:
+            answers = self._control_answers
+            answers[key] = data
+            if len(answers) > CONTROL_ANSWERS_KEPT_MAX:
+                answers.popitem(last=False)
+        self._send_control(data, reply_to)
+
+    def _control_reply(self, request_id: int, answer: dict[str, object]) -> bytes:
+        """The CONTROL_REPLY datagram; an error answer if ``answer`` cannot travel."""
+        limit = self.node.config.message_bytes_max
+        try:
+            data = encode(self._control_envelope(request_id, answer))
+        except LocalProtocolError as error:
+            answer = {"ok": False, "error": f"the answer cannot be encoded: {error}"}
+        else:
+            if len(data) <= limit:
+                return data
+            answer = {"ok": False, "error": f"the answer exceeds {limit} bytes"}
+        return encode(self._control_envelope(request_id, answer))
+
+    def _control_envelope(self, request_id: int, answer: dict[str, object]) -> Envelope:
+        return Envelope(
             kind=Kind.CONTROL_REPLY,
-            message_id=message.message_id,
+            message_id=request_id,  # how the client matches it to its request
             origin=self.node.node_id,
             sender=self.node.node_id,
             topic="",
@@ -215,8 +390,10 @@ class UdpNode(asyncio.DatagramProtocol):
             hops_left=0,
             body=answer,
         )
+
+    def _send_control(self, data: bytes, reply_to: tuple[str, int]) -> None:
         if self._socket is not None:
-            self._socket.sendto(encode(reply), reply_to)
+            self._socket.sendto(data, reply_to)
 
     def _control_answer(self, request: object) -> dict[str, object]:
         if not isinstance(request, dict) or not isinstance(request.get("op"), str):
@@ -244,17 +421,15 @@ class UdpNode(asyncio.DatagramProtocol):
                 request.get("payload"),
                 topic=topic,
                 now=time.time(),
-                fanout=_optional_number(request, "fanout"),
-                hops=_optional_int(request, "hops"),
-                group=_optional_text(request, "group"),
-                reliability=_optional_number(request, "reliability"),
+                fanout=optional_number(request, "fanout"),
+                hops=optional_int(request, "hops"),
+                group=optional_text(request, "group"),
+                reliability=optional_number(request, "reliability"),
             )
             log.info("broadcast message=%d topic=%s", message_id, topic)
             return {"ok": True, "message_id": message_id, "created_us": int(time.time() * 1e6)}
         if op == "delivered":
-            wanted = _optional_int(request, "message_id")
-            if wanted is None:
-                raise LocalProtocolError("delivered takes an integer message_id")
+            wanted = required_int(request, "message_id")
             delivery = self.deliveries.get(wanted)
             if delivery is None:
                 return {"ok": True, "delivered": False}
@@ -264,6 +439,20 @@ class UdpNode(asyncio.DatagramProtocol):
                 "latency_s": round(delivery.received_at - delivery.created_us / 1e6, 6),
                 "hops_left": delivery.hops_left,
             }
+        if op == "start_estimate":
+            estimate = parse_estimate_request(request)
+            estimate_id = self.start_estimate(
+                estimate.function,
+                estimate.reading,
+                rounds=estimate.rounds,
+                continuous=estimate.continuous,
+            )
+            return {"ok": True, "estimate_id": estimate_id}
+        if op == "restart_estimate":
+            self.restart_estimate(required_int(request, "estimate_id"))
+            return {"ok": True}
+        if op == "estimate":
+            return estimate_answer(self.estimate(required_int(request, "estimate_id")))
         raise LocalProtocolError(f"unknown control op {op!r}")
 
 
@@ -286,24 +475,6 @@ def _bound_socket(listen: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def _optional_number(request: dict[str, object], key: str) -> float | None:
-    value = request.get(key)
-    if value is None:
-        return None
-    if type(value) not in (int, float):
-        raise LocalProtocolError(f"control field {key!r} must be a number")
-    return float(value)  # type: ignore[arg-type]  # checked above
-
-
-def _optional_text(request: dict[str, object], key: str) -> str:
-    value = request.get(key, "")
-    if not isinstance(value, str):
-        raise LocalProtocolError(f"control field {key!r} must be text")
-    return value
-
-
-def _optional_int(request: dict[str, object], key: str) -> int | None:
-    value = request.get(key)
-    if value is not None and type(value) is not int:
-        raise LocalProtocolError(f"control field {key!r} must be an integer")
-    return value
+def _settle(future: asyncio.Future[AggregateResult], result: AggregateResult) -> None:
+    if not future.done():  # the awaiting task may have been cancelled
+        future.set_result(result)

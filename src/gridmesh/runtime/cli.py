@@ -1,4 +1,4 @@
-"""Command-line commands that run real nodes: node, cluster, broadcast, status."""
+"""Command-line commands that run real nodes: node, cluster, broadcast, aggregate, status."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,12 +23,20 @@ from gridmesh.config import config_error, load_toml
 from gridmesh.errors import ConfigError
 from gridmesh.node import NodeConfig
 from gridmesh.protocols import Delivery, Peer
+from gridmesh.protocols.aggregation import TreeAggregationConfig
 from gridmesh.runtime._address import format_address, ip_endpoint, parse_address
 from gridmesh.runtime._cluster import ClusterError, ProcessCluster
 from gridmesh.runtime._control import ControlClient, NodeUnreachable
+from gridmesh.runtime._readings import ReadingValue, constant_reading, load_readings
 from gridmesh.runtime._udp import UdpNode
 
-__all__ = ["add_runtime_commands", "load_node_config", "run_async"]
+__all__ = [
+    "NodeSettings",
+    "add_runtime_commands",
+    "load_node_config",
+    "load_node_settings",
+    "run_async",
+]
 
 _T = TypeVar("_T")
 EXIT_FAILURE = 1
@@ -83,6 +92,21 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     )
     broadcast.set_defaults(handler=_broadcast)
 
+    aggregate = commands.add_parser(
+        "aggregate", help="ask a running node to aggregate a reading over the nodes it reaches"
+    )
+    aggregate.add_argument("function", help="sum, count, min, max, mean, vector_sum, ...")
+    aggregate.add_argument("reading", help="the reading's name, as in the nodes' [readings]")
+    aggregate.add_argument("--via", required=True, metavar="HOST:PORT", help="node to start at")
+    aggregate.add_argument(
+        "--params", default=None, metavar="JSON", help="function parameters, e.g. '{\"length\": 3}'"
+    )
+    aggregate.add_argument("--fanout", type=int, default=None, help="targets per node; 0: all")
+    aggregate.add_argument("--hops", type=int, default=None)
+    aggregate.add_argument("--timeout", type=float, default=None, metavar="S", help="in all")
+    aggregate.add_argument("--replies-min", type=int, default=None, metavar="N")
+    aggregate.set_defaults(handler=_aggregate)
+
     status = commands.add_parser("status", help="ask running nodes for their state")
     status.add_argument(
         "addresses", nargs="+", metavar="HOST:PORT", help="nodes; HOST:FIRST-LAST for a range"
@@ -105,10 +129,34 @@ def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--member-timeout", type=float, default=None, metavar="S")
 
 
-def load_node_config(path: Path | None, args: argparse.Namespace) -> NodeConfig:
-    """The node configuration: file (if any), then flags on top, all validated."""
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """What a node's configuration file and flags say: its ``NodeConfig`` and static readings."""
+
+    config: NodeConfig
+    readings: Mapping[str, ReadingValue]
+
+
+def load_node_settings(path: Path | None, args: argparse.Namespace) -> NodeSettings:
+    """The node configuration and ``[readings]``: file (if any), then flags, all validated."""
     raw: dict[str, Any] = {} if path is None else load_toml(path)
     source = "command line" if path is None else str(path)
+    readings = raw.pop("readings", {})  # the node's data, not the protocols' configuration
+    config = _node_config(raw, source, args)
+    return NodeSettings(
+        config,
+        load_readings(
+            readings, source=source, docs=_DOCS, readings_max=config.aggregation.readings_max
+        ),
+    )
+
+
+def load_node_config(path: Path | None, args: argparse.Namespace) -> NodeConfig:
+    """The node configuration: file (if any), then flags on top, all validated."""
+    return load_node_settings(path, args).config
+
+
+def _node_config(raw: dict[str, Any], source: str, args: argparse.Namespace) -> NodeConfig:
     flags = {
         ("membership", "kind"): ("--membership", args.membership),
         ("gossip", "fanout"): ("--fanout", args.fanout),
@@ -162,7 +210,7 @@ def _node(args: argparse.Namespace) -> int:
     node_id = args.id if args.id is not None else secrets.randbits(63) + 1
     if not 0 < node_id < 2**64:
         raise ConfigError("command line", "--id", "an integer in 1..2**64-1", got=node_id)
-    config = load_node_config(args.config, args)
+    settings = load_node_settings(args.config, args)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(name)s %(message)s",
@@ -183,12 +231,14 @@ def _node(args: argparse.Namespace) -> int:
         udp = UdpNode(
             node_id=node_id,
             listen=listen,
-            config=config,
+            config=settings.config,
             seeds=seeds,
             advertise=args.advertise,
             rng=random.Random(args.seed) if args.seed is not None else None,
             on_delivery=on_delivery,
         )
+        for name, value in settings.readings.items():
+            udp.set_reading(name, constant_reading(value))
         try:
             await udp.start()
         except OSError as exc:
@@ -334,6 +384,56 @@ def _broadcast(args: argparse.Namespace) -> int:
         print(f"gridmesh: broadcast refused: {answer.get('error')}", file=sys.stderr)
         return EXIT_FAILURE
     print(answer["message_id"])
+    return 0
+
+
+#: How much longer than the query's own timeout the client waits for its answer.
+_AGGREGATE_SLACK_S = 2.0
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    via = format_address(*parse_address(args.via, field="--via"))
+    body: dict[str, object] = {
+        "op": "aggregate",
+        "function": args.function,
+        "reading": args.reading,
+    }
+    if args.params is not None:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError:
+            params = None
+        if not isinstance(params, dict):
+            raise ConfigError("command line", "--params", "a JSON map", got=args.params)
+        body["params"] = params
+    for key, value in (
+        ("fanout", args.fanout),
+        ("hops", args.hops),
+        ("timeout_s", args.timeout),
+        ("replies_min", args.replies_min),
+    ):
+        if value is not None:
+            body[key] = value
+    if args.timeout is not None and not 0 < args.timeout <= 86_400:
+        raise ConfigError("command line", "--timeout", "seconds in (0, 86400]", got=args.timeout)
+    # The node answers when the query ends, by its timeout at the latest; without
+    # --timeout that is the node's aggregation.timeout_s, assumed to be the default.
+    query_s = args.timeout if args.timeout is not None else TreeAggregationConfig().timeout_s
+    timeout_s = query_s + _AGGREGATE_SLACK_S
+
+    async def ask() -> dict[str, object]:
+        async with await ControlClient.open() as client:
+            return await client.request(via, body, timeout_s=timeout_s)
+
+    try:
+        answer = run_async(ask())
+    except NodeUnreachable as error:
+        print(f"gridmesh: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not answer.get("ok"):
+        print(f"gridmesh: aggregate refused: {answer.get('error')}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(answer, sort_keys=True))
     return 0
 
 
