@@ -425,3 +425,12 @@ def test_the_aggregate_command_refuses_bad_arguments_and_unreachable_nodes(
     command = ["aggregate", "sum", "demand_kw", "--via", f"127.0.0.1:{port}", "--timeout", "0.3"]
     assert main([*command, *argv]) == status
     assert message in capsys.readouterr().err
+
+
+def test_the_example_readings_are_valid_once_uncommented(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "node.toml"
+    lines = example.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# [readings]")
+    uncommented = [line.removeprefix("# ") for line in lines[start:]]
+    settings = _settings(tmp_path, "\n".join(lines[:start] + uncommented))
+    assert settings.readings == {"demand_kw": 3.75, "night_kwh": (1.5, 0.25, 3)}
