@@ -6,17 +6,21 @@ from gridmesh.scenarios._compare import (
     run_comparison,
     write_comparison,
 )
+from gridmesh.scenarios._readings import ReadingSpec, draw_reading, reading_table
 from gridmesh.scenarios._report import percentiles, render_summary, write_report
 from gridmesh.scenarios._runner import node_configs, run_scenario
 from gridmesh.scenarios._schema import Scenario, load_scenario, parse_scenario
 
 __all__ = [
+    "ReadingSpec",
     "Scenario",
     "comparison_rows",
+    "draw_reading",
     "load_scenario",
     "node_configs",
     "parse_scenario",
     "percentiles",
+    "reading_table",
     "render_comparison",
     "render_summary",
     "run_comparison",

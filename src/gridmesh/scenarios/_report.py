@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -63,19 +64,108 @@ def render_summary(report: dict[str, object]) -> Table:
     per_node = report["messages_per_node"]
     assert isinstance(per_node, dict)
     ratio = report["delivery_ratio"]
-    rows = [
-        ("nodes (live)", f"{report['nodes']:,} ({report['live_nodes']:,})"),
-        ("broadcasts", f"{report['broadcasts']}"),
-        ("delivered", f"{report['delivered']:,}"),
-        ("delivery ratio (live)", "-" if ratio is None else f"{float(str(ratio)):.4%}"),
-        ("latency p50 / p90", f"{_seconds(latency['p50'])} / {_seconds(latency['p90'])}"),
-        ("latency p99 / max", f"{_seconds(latency['p99'])} / {_seconds(latency['max'])}"),
+    rows = [("nodes (live)", f"{report['nodes']:,} ({report['live_nodes']:,})")]
+    if report["broadcasts"] or not (report.get("aggregates") or report.get("estimates")):
+        rows += [
+            ("broadcasts", f"{report['broadcasts']}"),
+            ("delivered", f"{report['delivered']:,}"),
+            ("delivery ratio (live)", "-" if ratio is None else f"{float(str(ratio)):.4%}"),
+            ("latency p50 / p90", f"{_seconds(latency['p50'])} / {_seconds(latency['p90'])}"),
+            ("latency p99 / max", f"{_seconds(latency['p99'])} / {_seconds(latency['max'])}"),
+        ]
+    rows += [
         ("messages sent", f"{report['messages_sent']:,}"),
         ("bytes sent", f"{report['bytes_sent']:,}"),
         ("messages per node (mean / max)", f"{per_node['mean']:.2f} / {per_node['max']:,}"),
-        ("messages sent by origin", f"{report['origin_messages_sent']:,}"),
-        ("duplicates per delivery", f"{report['duplicates_per_delivery']}"),
     ]
+    if report["broadcasts"]:
+        rows += [
+            ("messages sent by origin", f"{report['origin_messages_sent']:,}"),
+            ("duplicates per delivery", f"{report['duplicates_per_delivery']}"),
+        ]
     for name, value in rows:
         table.add_row(name, value)
+    for query in _entries(report.get("aggregates")):
+        table.add_section()
+        for name, value in _aggregate_rows(query):
+            table.add_row(name, value)
+    for estimate in _entries(report.get("estimates")):
+        table.add_section()
+        for name, value in _estimate_rows(estimate):
+            table.add_row(name, value)
     return table
+
+
+def _entries(section: object) -> list[dict[str, Any]]:
+    if not isinstance(section, list):
+        return []
+    return [entry for entry in section if isinstance(entry, dict)]
+
+
+def _aggregate_rows(query: dict[str, Any]) -> list[tuple[str, str]]:
+    title = f"{query['function']}({query['reading']}) from {query['origin']} at {query['at_s']} s"
+    if query.get("value") is None and not query["answered"]:
+        return [(title, "not sent (origin down)" if not query["sent"] else "no result")]
+    readers = query["readers_up"]
+    coverage = query.get("coverage")
+    rows = [
+        (title, _value(query["value"])),
+        ("  truth (readers up at start)", _value(query["truth"])),
+        ("  relative error", _value(query["relative_error"], "{:.3g}")),
+        ("  exact", "yes" if query["exact"] else "no"),
+        (
+            "  contributors / readers up",
+            f"{query['contributors']:,} / {readers:,}"
+            + ("" if coverage is None else f" ({coverage:.2%})"),
+        ),
+        ("  missing / declined", f"{query['missing']:,} / {query['declined']:,}"),
+    ]
+    if "took_part" in query:
+        per_node = query["messages_per_node"]
+        rows += [
+            ("  nodes that took part / up", f"{query['took_part']:,} / {query['nodes_up']:,}"),
+            ("  messages per node (mean / max)", f"{per_node['mean']:.2f} / {per_node['max']:,}"),
+        ]
+    rows.append(("  result after", _seconds(query["seconds"])))
+    return rows
+
+
+def _estimate_rows(estimate: dict[str, Any]) -> list[tuple[str, str]]:
+    reading = f"({estimate['reading']})" if estimate["reading"] else ""
+    title = f"push-sum {estimate['function']}{reading} from {estimate['origin']}"
+    if not estimate["started"]:
+        return [(title, "not started (origin down)")]
+    error = estimate["relative_error"]
+    rows = [
+        (title, _value(estimate["origin_value"])),
+        ("  truth (up at start)", _value(estimate["truth"])),
+        (
+            "  relative error p50 / p99 / max",
+            " / ".join(_value(error[k], "{:.3g}") for k in ("p50", "p99", "max")),
+        ),
+        (
+            "  live nodes with / without a value",
+            f"{estimate['nodes_with_value']:,} / {estimate['nodes_without_value']:,}",
+        ),
+    ]
+    if "messages_per_node" in estimate:
+        per_node = estimate["messages_per_node"]
+        rows.append(
+            ("  messages per node (mean / max)", f"{per_node['mean']:.2f} / {per_node['max']:,}")
+        )
+    return rows
+
+
+def _value(value: object, float_format: str = "{:,.3f}") -> str:
+    """A result for the table: numbers readable, vectors element by element."""
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return " / ".join(_value(item, float_format) for item in value)
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return "0" if value == 0 else float_format.format(value)
+    return str(value)

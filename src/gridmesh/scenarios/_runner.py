@@ -15,10 +15,18 @@ from itertools import pairwise
 from random import Random
 
 from gridmesh import __version__
-from gridmesh.node import Node, NodeConfig
+from gridmesh.node import Node, NodeConfig, Transport
 from gridmesh.protocols import Delivery, Peer
 from gridmesh.protocols.dissemination import GATEWAY_GROUP, parent_group
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
+from gridmesh.scenarios._queries import (
+    CountingTransport,
+    aggregate_report,
+    estimate_report,
+    reading_equipper,
+    scenario_readings,
+    schedule_queries,
+)
 from gridmesh.scenarios._report import cdf, percentiles, rounded
 from gridmesh.scenarios._schema import BroadcastSpec, Scenario
 from gridmesh.sim import RouterTopology, Simulator, TrafficTrace, snapshot
@@ -57,14 +65,23 @@ def run_scenario(
         message_bytes_max=config.message_bytes_max,
     )
     configs = node_configs(scenario)
-    _add_nodes(scenario, sim, seed, configs)
+    readings = scenario_readings(scenario, seed)
+    counting = None
+    if scenario.aggregate or scenario.estimate:
+        counting = CountingTransport(sim, node_count)
+    _add_nodes(
+        scenario, sim, seed, configs, transport=counting or sim, equip=reading_equipper(readings)
+    )
 
     records = [_BroadcastRecord(b, scenario.origin_id(b), node_count) for b in scenario.broadcast]
     if scenario.simulation.link_stress:
         sim.trace = TrafficTrace([record.origin for record in records])
     by_message: dict[int, _BroadcastRecord] = {}
     _schedule_broadcasts(sim, records, by_message)
-    _schedule_faults(scenario, sim, seed, origins={r.origin for r in records})
+    queries, estimates = schedule_queries(scenario, sim)
+    origins = {r.origin for r in records} | {r.origin for r in queries}
+    origins |= {r.origin for r in estimates}
+    _schedule_faults(scenario, sim, seed, origins=origins)
 
     def on_deliver(node_id: int, delivery: Delivery) -> None:
         record = by_message.get(delivery.message_id)
@@ -73,10 +90,22 @@ def run_scenario(
 
     sim.on_deliver = on_deliver
     sim.run(scenario.simulation.duration_s, progress)
-    return _report(scenario, sim, seed, records, configs)
+    report = _report(scenario, sim, seed, records, configs)
+    report["aggregates"] = aggregate_report(scenario, readings, queries, counting)
+    report["estimates"] = estimate_report(scenario, readings, sim, estimates, counting)
+    return report
 
 
-def _add_nodes(scenario: Scenario, sim: Simulator, seed: int, configs: list[NodeConfig]) -> None:
+def _add_nodes(
+    scenario: Scenario,
+    sim: Simulator,
+    seed: int,
+    configs: list[NodeConfig],
+    *,
+    transport: Transport,
+    equip: Callable[[Node], None] | None,
+) -> None:
+    """Build every node on ``transport``; ``equip`` gives each (and each restart) its readings."""
     count = scenario.node_count
     membership = scenario.node.membership
     if isinstance(membership, FullMembershipConfig) and membership.exchange_interval_s == 0:
@@ -87,14 +116,17 @@ def _add_nodes(scenario: Scenario, sim: Simulator, seed: int, configs: list[Node
         )
 
         def make_static(node_id: int) -> Node:
-            return Node(
+            node = Node(
                 node_id,
-                transport=sim,
+                transport=transport,
                 rng=sim.node_rng,
                 config=configs[node_id],
                 address=sim.address_of(node_id),
                 directory=directory,
             )
+            if equip is not None:
+                equip(node)
+            return node
 
         sim.add_nodes(count, make_static)
         return
@@ -107,14 +139,17 @@ def _add_nodes(scenario: Scenario, sim: Simulator, seed: int, configs: list[Node
 
     def make_joining(node_id: int) -> Node:
         seeds = tuple(Peer(contact, str(contact)) for contact in contacts[node_id - 1])
-        return Node(
+        node = Node(
             node_id,
-            transport=sim,
+            transport=transport,
             rng=sim.node_rng,
             config=configs[node_id],
             address=sim.address_of(node_id),
             seeds=seeds,
         )
+        if equip is not None:
+            equip(node)
+        return node
 
     for node_id in range(1, count + 1):
         sim.add_nodes(1, make_joining, start_at=bootstrap.spread_s * (node_id - 1) / count)
@@ -198,7 +233,9 @@ def _schedule_faults(scenario: Scenario, sim: Simulator, seed: int, origins: set
         candidates = [i for i in scenario.role_ids(crashed.role) if i not in origins]
         chosen = rng.sample(candidates, round(crashed.fraction * len(candidates)))
         for node_id in sorted(chosen):
-            sim.crash(node_id, crashed.at_s)
+            # Draw only when spread: files without spread_s keep their random streams.
+            at_s = crashed.at_s + (rng.random() * crashed.spread_s if crashed.spread_s else 0.0)
+            sim.crash(node_id, at_s)
             if crashed.recover_s is not None:
                 sim.recover(node_id, crashed.recover_s)
     for crash in scenario.faults.crashes:

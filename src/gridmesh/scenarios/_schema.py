@@ -8,18 +8,30 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.config import load_toml, parse_toml, validate_model
+from gridmesh.errors import LocalProtocolError
 from gridmesh.node import NodeConfig
+from gridmesh.protocols.aggregation import (
+    AGG_FANOUT_MAX,
+    DEFAULT_REGISTRY,
+    PUSHSUM_FUNCTIONS,
+    PUSHSUM_ROUNDS_MAX,
+    READING_BYTES_MAX,
+)
 from gridmesh.protocols.membership import check_profile
+from gridmesh.scenarios._readings import ReadingSpec
 from gridmesh.sim import NetworkConfig, RouterTopologyConfig
 from gridmesh.wire import TOPIC_BYTES_MAX
 
 __all__ = [
+    "AggregateSpec",
     "BootstrapSpec",
     "BroadcastSpec",
     "CrashSpec",
     "CrashedFractionSpec",
+    "EstimateSpec",
     "FaultsSpec",
     "PartitionSpec",
+    "ReadingSpec",
     "RoleSpec",
     "Scenario",
     "SimulationSpec",
@@ -84,17 +96,22 @@ class BootstrapSpec(_Spec):
 
 
 class CrashedFractionSpec(_Spec):
-    """Crash a random fraction of one role's nodes (never a broadcast origin)."""
+    """Crash a random fraction of one role's nodes (never a broadcast or query origin).
+
+    With ``spread_s`` > 0 each chosen node crashes at its own time, uniform in
+    ``[at_s, at_s + spread_s)`` (crashes during a query, not before it).
+    """
 
     role: str
     fraction: float = Field(ge=0.0, le=1.0)
     at_s: float = Field(default=0.0, ge=0.0, le=_TIME_S_MAX)
+    spread_s: float = Field(default=0.0, ge=0.0, le=_TIME_S_MAX)
     recover_s: float | None = Field(default=None, ge=0.0, le=_TIME_S_MAX)
 
     @model_validator(mode="after")
     def _recover_after_crash(self) -> CrashedFractionSpec:
-        if self.recover_s is not None and self.recover_s <= self.at_s:
-            raise ValueError("recover_s must be later than at_s")
+        if self.recover_s is not None and self.recover_s <= self.at_s + self.spread_s:
+            raise ValueError("recover_s must be later than at_s + spread_s")
         return self
 
 
@@ -155,6 +172,49 @@ class BroadcastSpec(_Spec):
         return self
 
 
+class AggregateSpec(_Spec):
+    """One tree-aggregation query (seed 000's request-response gossip) from ``origin``.
+
+    Unset ``fanout``, ``hops``, ``timeout_s`` and ``replies_min`` take
+    ``[node.aggregation]``'s defaults.
+    """
+
+    at_s: float = Field(ge=0.0, le=_TIME_S_MAX)
+    origin: str | int = Field(description="a role name (its first node) or a node id")
+    function: str = Field(min_length=1, max_length=64)
+    reading: str = Field(min_length=1, max_length=READING_BYTES_MAX)
+    params: dict[str, Any] = Field(default_factory=dict)
+    fanout: int | None = Field(default=None, ge=0, le=AGG_FANOUT_MAX)
+    hops: int | None = Field(default=None, ge=1, le=64)
+    timeout_s: float | None = Field(default=None, gt=0.0, le=86_400.0)
+    replies_min: int | None = Field(default=None, ge=0, le=AGG_FANOUT_MAX)
+
+    @model_validator(mode="after")
+    def _function_known(self) -> AggregateSpec:
+        try:
+            DEFAULT_REGISTRY.create(self.function, self.params)
+        except (LocalProtocolError, ValueError) as error:
+            raise ValueError(str(error).splitlines()[0]) from None
+        return self
+
+
+class EstimateSpec(_Spec):
+    """One push-sum estimate started by ``origin``; read at every live node at the end."""
+
+    at_s: float = Field(ge=0.0, le=_TIME_S_MAX)
+    origin: str | int = Field(description="a role name (its first node) or a node id")
+    function: Literal["mean", "sum", "size"]
+    reading: str = Field(default="", max_length=READING_BYTES_MAX)
+    rounds: int | None = Field(default=None, ge=1, le=PUSHSUM_ROUNDS_MAX)
+
+    @model_validator(mode="after")
+    def _reading_given(self) -> EstimateSpec:
+        assert self.function in PUSHSUM_FUNCTIONS
+        if (self.function == "size") == bool(self.reading):
+            raise ValueError("size takes no reading; mean and sum need one")
+        return self
+
+
 class Scenario(_Spec):
     """A whole simulated run."""
 
@@ -168,6 +228,9 @@ class Scenario(_Spec):
     routers: RouterTopologyConfig = RouterTopologyConfig()
     faults: FaultsSpec = FaultsSpec()
     broadcast: list[BroadcastSpec] = Field(default_factory=list, max_length=100_000)
+    readings: dict[str, ReadingSpec] = Field(default_factory=dict, max_length=256)
+    aggregate: list[AggregateSpec] = Field(default_factory=list, max_length=10_000)
+    estimate: list[EstimateSpec] = Field(default_factory=list, max_length=16)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Scenario:
@@ -187,7 +250,77 @@ class Scenario(_Spec):
             self.origin_id(spec)  # raises ValueError when it does not resolve
             if spec.at_s > self.simulation.duration_s:
                 raise ValueError(f"broadcast at_s={spec.at_s} is after the end of the run")
+        self._check_readings(names)
+        self._check_queries()
         return self
+
+    def _check_readings(self, roles: list[str]) -> None:
+        for name, reading in self.readings.items():
+            where = f"readings.{name}"
+            if not 0 < len(name.encode()) <= READING_BYTES_MAX:
+                raise ValueError(f"{where}: a reading name is 1..{READING_BYTES_MAX} bytes")
+            for role in reading.roles or ():
+                if role not in roles:
+                    raise ValueError(f"{where} names unknown role {role!r}")
+            if reading.total_of is not None:
+                source = self.readings.get(reading.total_of)
+                if source is None or source.vector is None:
+                    raise ValueError(
+                        f"{where}: total_of must name a vector reading, got {reading.total_of!r}"
+                    )
+
+    def _check_queries(self) -> None:
+        duration_s = self.simulation.duration_s
+        defaults = self.node.aggregation
+        for index, query in enumerate(self.aggregate):
+            where = f"aggregate[{index}]"
+            self._origin_id(query.origin, where)
+            reading = self.readings.get(query.reading)
+            if reading is None:
+                raise ValueError(f"{where} names reading {query.reading!r}; define [readings.*]")
+            if query.function == "vector_sum":
+                length = query.params.get("length")
+                if reading.length != length:
+                    shape = "a scalar" if reading.length is None else f"{reading.length} elements"
+                    raise ValueError(
+                        f"{where}: vector_sum length {length} does not fit reading "
+                        f"{query.reading!r} ({shape})"
+                    )
+            elif reading.length is not None:
+                raise ValueError(
+                    f"{where}: {query.function} takes a number, but reading {query.reading!r} "
+                    f"is a vector (use vector_sum, or a total_of reading)"
+                )
+            fanout = defaults.fanout if query.fanout is None else query.fanout
+            hops = defaults.hops if query.hops is None else query.hops
+            timeout_s = defaults.timeout_s if query.timeout_s is None else query.timeout_s
+            if fanout > defaults.fanout_max or hops > defaults.hops_max:
+                raise ValueError(f"{where}: fanout or hops above node.aggregation's limits")
+            if not 0.001 <= timeout_s / hops <= defaults.hop_timeout_s_max:
+                raise ValueError(
+                    f"{where}: timeout_s / hops must be in 0.001..{defaults.hop_timeout_s_max} s"
+                )
+            if query.at_s + timeout_s > duration_s:
+                raise ValueError(
+                    f"{where}: at_s + timeout_s = {query.at_s + timeout_s} s is after the end "
+                    f"of the run ({duration_s} s); its result might not come in time"
+                )
+        pushsum = self.node.pushsum
+        for index, estimate in enumerate(self.estimate):
+            where = f"estimate[{index}]"
+            self._origin_id(estimate.origin, where)
+            if estimate.reading:
+                reading = self.readings.get(estimate.reading)
+                if reading is None or reading.length is not None:
+                    raise ValueError(
+                        f"{where} needs a scalar reading; {estimate.reading!r} is "
+                        + ("not defined" if reading is None else "a vector")
+                    )
+            rounds = pushsum.rounds if estimate.rounds is None else estimate.rounds
+            if estimate.at_s + rounds * pushsum.round_s > duration_s:
+                raise ValueError(
+                    f"{where}: its {rounds} rounds of {pushsum.round_s} s end after the run"
+                )
 
     @property
     def node_count(self) -> int:
@@ -218,12 +351,27 @@ class Scenario(_Spec):
             first += role.count
         raise ValueError(f"unknown role {name!r}")
 
-    def origin_id(self, spec: BroadcastSpec) -> int:
-        if isinstance(spec.origin, int):
-            if not 1 <= spec.origin <= self.node_count:
-                raise ValueError(f"broadcast origin {spec.origin} is not a node id")
-            return spec.origin
-        return self.role_ids(spec.origin)[0]
+    def origin_id(self, spec: BroadcastSpec | AggregateSpec | EstimateSpec) -> int:
+        """The node id a broadcast, query or estimate starts from."""
+        return self._origin_id(spec.origin, "broadcast" if isinstance(spec, BroadcastSpec) else "")
+
+    def _origin_id(self, origin: str | int, where: str) -> int:
+        if isinstance(origin, int):
+            if not 1 <= origin <= self.node_count:
+                raise ValueError(f"{where} origin {origin} is not a node id".lstrip())
+            return origin
+        if where and origin not in {role.name for role in self.roles}:
+            raise ValueError(f"{where} origin names unknown role {origin!r}")
+        return self.role_ids(origin)[0]
+
+    def reading_holders(self, name: str) -> list[int]:
+        """The node ids that hold reading ``name`` (a ``total_of``: its vector's holders)."""
+        spec = self.readings[name]
+        if spec.total_of is not None:
+            return self.reading_holders(spec.total_of)
+        if spec.roles is None:
+            return list(range(1, self.node_count + 1))
+        return [node_id for role in spec.roles for node_id in self.role_ids(role)]
 
 
 def load_scenario(path: Path) -> Scenario:
