@@ -41,13 +41,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from gridmesh.protocols import Delivery, Membership, Peer, RandomSource
 from gridmesh.protocols.aggregation import (
+    COLLECT_LIMIT_DEFAULT,
     DEFAULT_REGISTRY,
+    CollectCallback,
     Estimate,
     FunctionRegistry,
     PushSum,
     PushSumConfig,
     ReadingProvider,
     ResultCallback,
+    Segment,
     TreeAggregation,
     TreeAggregationConfig,
 )
@@ -373,12 +376,15 @@ class Node:
         hops: int | None = None,
         timeout_s: float | None = None,
         replies_min: int | None = None,
+        segment: Segment = None,
     ) -> int:
         """Aggregate ``reading`` over the nodes a query reaches, with ``function(params)``.
 
         ``on_result`` receives one ``AggregateResult`` (value and coverage) when
         every child answered or ``timeout_s`` passed, possibly before this returns.
-        Unset arguments take ``config.aggregation``'s defaults. Returns the query id.
+        A ``segment`` (a group name like ``"feeder-7"``, or a ``Scope``) limits who
+        contributes; others relay. Unset arguments take ``config.aggregation``'s
+        defaults. Returns the query id.
         """
         return self.aggregation.aggregate(
             function,
@@ -386,6 +392,40 @@ class Node:
             now=now,
             on_result=on_result,
             params=params,
+            fanout=fanout,
+            hops=hops,
+            timeout_s=timeout_s,
+            replies_min=replies_min,
+            segment=segment,
+        )
+
+    def collect(
+        self,
+        reading: str,
+        *,
+        now: float,
+        on_result: CollectCallback,
+        segment: Segment = None,
+        limit: int = COLLECT_LIMIT_DEFAULT,
+        bytes_max: int | None = None,
+        fanout: int | None = None,
+        hops: int | None = None,
+        timeout_s: float | None = None,
+        replies_min: int | None = None,
+    ) -> int:
+        """Collect ``reading`` from every node of ``segment``, one value per node, not combined.
+
+        ``on_result`` receives one ``CollectResult``: up to ``limit`` ``(node_id,
+        value)`` pairs within ``bytes_max`` (default: what fits one message), the
+        number cut to stay within them (``dropped``) and the coverage. Returns the query id.
+        """
+        return self.aggregation.collect(
+            reading,
+            now=now,
+            on_result=on_result,
+            segment=segment,
+            limit=limit,
+            bytes_max=bytes_max,
             fanout=fanout,
             hops=hops,
             timeout_s=timeout_s,

@@ -8,13 +8,17 @@ up in its ``FunctionRegistry`` and builds the function from its own code, so a
 peer can choose *which* function runs, never *what* runs. A node that does not
 know the name, or finds the parameters invalid, cannot take part. The built-ins
 live in ``DEFAULT_REGISTRY``; an application registers its own under a name of
-its own (``"acme.peak_hour"``) on every node that should answer.
+its own (``"acme.peak_hour"``) on every node that should answer. The registry
+is ``_registry``; this module holds the functions' contract and the built-ins
+but ``collect`` (``_collect``).
 
 **Partials** (seed 000: replies travel back along the implicit tree and are
 combined level by level). A function is a commutative monoid over *partials*:
 
 * ``lift(value)`` turns one node's reading into a partial, and is where a local
-  value is validated;
+  value is validated; tree aggregation calls ``lift_from(node_id, value)``,
+  which is ``lift(value)`` except for ``collect`` (``_collect``), whose
+  partial keeps every reading with its node id;
 * ``combine(a, b)`` merges two partials; ``identity()`` is the partial of no
   values at all, what a node with nothing to report sends;
 * ``finish(partial)`` turns the root's partial into the result;
@@ -68,23 +72,20 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import re
 from abc import ABC, abstractmethod
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from operator import add
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage
-from gridmesh.wire import UINT64_MAX, check_plain
+from gridmesh.wire import UINT64_MAX
 
 __all__ = [
-    "DEFAULT_REGISTRY",
-    "FUNCTION_NAME_BYTES_MAX",
     "HISTOGRAM_BINS_MAX",
     "SUM_MAGNITUDE_LOG2_MAX",
     "TOP_K_MAX",
@@ -92,8 +93,6 @@ __all__ = [
     "AggregationFunction",
     "Count",
     "ExactSum",
-    "FunctionFactory",
-    "FunctionRegistry",
     "Histogram",
     "HistogramResult",
     "Maximum",
@@ -103,15 +102,11 @@ __all__ = [
     "Sum",
     "TopK",
     "VectorSum",
-    "builtin_registry",
 ]
 
 HISTOGRAM_BINS_MAX = 1024
 TOP_K_MAX = 1000
 VECTOR_LENGTH_MAX = 1024
-FUNCTION_NAME_BYTES_MAX = 64
-#: Items (keys, values, list elements) in a query's parameters; 1,025 edges fit.
-PARAMS_ITEMS_MAX = 2048
 #: |sum| < 2**1088: 2**64 contributions, each below 2**1024 (the largest double).
 SUM_MAGNITUDE_LOG2_MAX = 1088
 
@@ -125,7 +120,6 @@ Number = int | float
 _SCALE_LOG2 = 1074  # every finite double is a multiple of 2**-1074
 _SCALE = 1 << _SCALE_LOG2
 _MANTISSA_BITS_MAX = SUM_MAGNITUDE_LOG2_MAX + _SCALE_LOG2
-_NAME = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
 
 PartialT = TypeVar("PartialT")
 ResultT = TypeVar("ResultT")
@@ -144,6 +138,11 @@ class AggregationFunction(ABC, Generic[PartialT, ResultT]):
     @abstractmethod
     def lift(self, value: object) -> PartialT:
         """One node's value as a partial; ``LocalProtocolError`` if the value is invalid."""
+
+    def lift_from(self, node_id: int, value: object) -> PartialT:
+        """Node ``node_id``'s own reading as a partial: ``lift(value)``, unless the
+        function keeps who said what (``collect``)."""
+        return self.lift(value)
 
     @abstractmethod
     def combine(self, a: PartialT, b: PartialT) -> PartialT:
@@ -639,113 +638,3 @@ class VectorSum(AggregationFunction[tuple[ExactSum, ...], tuple[Number, ...]]):
         if len(items) != self.length:
             raise MalformedMessage(f"expected {self.length} sums", field="partial")
         return tuple(ExactSum.from_wire(item, f"partial[{i}]") for i, item in enumerate(items))
-
-
-# -- the registry -------------------------------------------------------------------------
-
-#: Builds a function from a query's parameters; raises ``LocalProtocolError`` (or
-#: ``ValueError``, as pydantic's ``ValidationError`` is) when they are invalid.
-FunctionFactory = Callable[[Mapping[str, object]], AggregationFunction[Any, Any]]
-
-
-class FunctionRegistry:
-    """The aggregation functions a node can compute, by name."""
-
-    __slots__ = ("_factories",)
-
-    def __init__(self) -> None:
-        self._factories: dict[str, FunctionFactory] = {}
-
-    def register(self, name: str, factory: FunctionFactory) -> None:
-        """Make ``name`` computable; a name is taken once (dotted lowercase, <= 64 bytes)."""
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise LocalProtocolError(
-                f"function name must be dotted lowercase ASCII words like 'acme.peak', got {name!r}"
-            )
-        if len(name) > FUNCTION_NAME_BYTES_MAX:
-            raise LocalProtocolError(f"function name exceeds {FUNCTION_NAME_BYTES_MAX} bytes")
-        if name in self._factories:
-            raise LocalProtocolError(f"aggregation function {name!r} is already registered")
-        if not callable(factory):
-            raise LocalProtocolError(f"the factory for {name!r} is not callable")
-        self._factories[name] = factory
-
-    def create(
-        self, name: str, params: Mapping[str, object] | None = None
-    ) -> AggregationFunction[Any, Any]:
-        """The function ``name`` with ``params``, for the local application.
-
-        Raises ``LocalProtocolError`` for an unknown name or invalid parameters:
-        the caller misused the API (a query from a peer goes to ``create_from_wire``).
-        """
-        factory = self._factories.get(name) if isinstance(name, str) else None
-        if factory is None:
-            raise LocalProtocolError(
-                f"unknown aggregation function {name!r}; known: {', '.join(self.names())}"
-            )
-        params = {} if params is None else params
-        if not isinstance(params, Mapping):
-            raise LocalProtocolError(f"params of {name!r} must be a map, got {params!r}")
-        try:
-            check_plain(dict(params), visits_max=PARAMS_ITEMS_MAX)  # must be able to travel
-        except LocalProtocolError as exc:
-            raise LocalProtocolError(f"params of {name!r} cannot travel: {exc}") from None
-        try:
-            function = factory(params)
-        except ValueError as exc:  # an application factory's own validation
-            raise LocalProtocolError(f"{name}: invalid params: {exc}") from None
-        if not isinstance(function, AggregationFunction):
-            raise LocalProtocolError(f"the factory for {name!r} built no AggregationFunction")
-        return function
-
-    def create_from_wire(self, name: object, params: object) -> AggregationFunction[Any, Any]:
-        """The function a peer's query names; ``MalformedMessage`` if it cannot be built.
-
-        MalformedMessage, a ``RemoteProtocolError``, because the peer sent it: the
-        node drops the query and counts it, and the error never reaches the
-        application as its own mistake. An unknown name is "malformed" to this
-        node even if another node knows it (version skew looks the same on the wire).
-        """
-        if type(name) is not str or name not in self._factories:
-            raise MalformedMessage("unknown aggregation function", field="function")
-        if type(params) is not dict:
-            raise MalformedMessage("expected a map", field="params")
-        try:
-            return self.create(name, params)
-        except LocalProtocolError as exc:
-            raise MalformedMessage(str(exc), field="params") from None
-
-    def names(self) -> tuple[str, ...]:
-        """The registered names, sorted."""
-        return tuple(sorted(self._factories))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._factories
-
-    def copy(self) -> FunctionRegistry:
-        """An independent registry with the same functions."""
-        registry = FunctionRegistry()
-        registry._factories.update(self._factories)
-        return registry
-
-
-def builtin_registry() -> FunctionRegistry:
-    """A new registry holding the built-in functions only."""
-    registry = FunctionRegistry()
-    builtins: dict[str, FunctionFactory] = {
-        "sum": Sum.from_params,
-        "count": Count.from_params,
-        "min": Minimum.from_params,
-        "max": Maximum.from_params,
-        "mean": Mean.from_params,
-        "histogram": Histogram.from_params,
-        "top_k": TopK.from_params,
-        "vector_sum": VectorSum.from_params,
-    }
-    for name, factory in builtins.items():
-        registry.register(name, factory)
-    return registry
-
-
-#: The registry nodes use unless given another; applications add their functions here.
-DEFAULT_REGISTRY = builtin_registry()

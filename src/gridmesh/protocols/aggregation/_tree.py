@@ -18,10 +18,11 @@ A query is named by its envelope's ``(origin, message_id)``; relays forward the
 origin's envelope, so every node sees the same name. Per node and query:
 
 * the peer a node **first** got the query from is its **parent**. The node
-  lifts its own reading (if the application registered one under that name),
-  and, while hops remain, forwards the query to up to ``fanout`` peers of its
-  membership (its *targets*; fanout 0: every neighbour in its view, for an
-  overlay like HyParView's whose flood reaches everyone);
+  lifts its own reading (if the application registered one under that name
+  and the node is in the query's segment, below), and, while hops remain,
+  forwards the query to up to ``fanout`` peers of its membership (its
+  *targets*; fanout 0: every neighbour in its view, for an overlay like
+  HyParView's whose flood reaches everyone);
 * a **duplicate** of a query it knows is answered "not your child" at once:
   the sender stops waiting for it;
 * it waits for its targets until each has answered, or ``replies_min`` of them
@@ -58,7 +59,8 @@ State machine of one query at one node (anything else is refused):
 state      input                                             effect → next
 =========  ================================================  ======================
 new        ``AGG_QUERY`` from ``s``, function known          ``s`` is the parent; lift own
-                                                             reading; forward to targets;
+                                                             reading if in the segment;
+                                                             forward to targets;
                                                              none → reply now → *answered*,
                                                              else → *waiting*
 new        ``AGG_QUERY``, function unknown / params invalid  reply DECLINED; raise
@@ -80,6 +82,31 @@ unknown    any reply                                         raise ``UnexpectedM
 The origin is a *waiting* node without a parent: its "reply" is the
 ``AggregateResult`` handed to the application's callback.
 
+**Segments** (seed 000: "query the last measured voltage value throughout a
+segment of a Smart Grid [...] all the IED in that Smart Grid's segment"). A
+query may name a *segment*, a ``Scope``: a service type (``"ied"``), a group
+(``"feeder-7"``, as nodes list in ``NodeConfig.groups``), or both. A node
+contributes only if its **own** descriptor is in the segment (what it
+configured, not what others say of it); any other node still relays and
+replies with the identity, so the tree, its deadlines and its coverage work as
+without a segment, and ``contributors`` counts segment members only. Relays
+choose targets the way group gossip does (``dissemination``): peers of the
+segment first (``PeerSampling.sample(..., scope=...)``, the membership's own
+scoped draw), topped up with others to carry the query where the segment is
+sparse in a partial view; so with the whole directory in sight a query to 50
+meters of a feeder costs about 50 nodes' messages, not the network's.
+``fanout 0`` floods the view as before. A segment restricts any function; no
+segment keeps the six-item query body of nodes that predate segments.
+
+**Every reply, uncombined.** Seed 000's other shape, "all the received
+replies are propagated back to the initiator", is the function ``collect``
+(``_collect``): its partial is the bounded set of ``(node_id, value)``
+entries, so ``collect`` (``TreeAggregation.collect``) returns each reading
+with its node id in a ``CollectResult``, within ``limit`` entries and
+``bytes_max`` bytes (default: what fits this node's largest reply); what did
+not fit is counted in ``dropped``, never lost silently. Functions lift a
+reading with ``lift_from(node_id, value)``, so only ``collect`` sees the id.
+
 **Limits.** ``pending_max`` queries waiting per node, ``fanout_max`` targets per
 query (so children per query), ``hops_max``, ``hop_timeout_s_max`` per-hop
 budget, ``seen_max`` remembered queries, ``readings_max`` named readings; a
@@ -89,7 +116,8 @@ whole reply must fit ``message_bytes_max`` or the node declines instead.
 Bodies (see docs/PROTOCOL.md, "Tree aggregation"):
 
 * ``AGG_QUERY``: ``[function, params, reading, fanout, hop_timeout_ms,
-  replies_min]``; ``hops_left`` in the envelope;
+  replies_min]``, or those and ``[service, group]`` (the segment; each text or
+  null, not both null); ``hops_left`` in the envelope;
 * ``AGG_REPLY``: ``[query_origin, query_id, 0, partial, contributors, missing,
   declined]`` (VALUE), ``[query_origin, query_id, 1]`` (NOT_CHILD) or
   ``[query_origin, query_id, 2]`` (DECLINED).
@@ -106,13 +134,18 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage, UnexpectedMessage
-from gridmesh.protocols._host import Host, Peer, PeerSampling, new_envelope
+from gridmesh.protocols._host import Host, Peer, PeerSampling, Scope, new_envelope
 from gridmesh.protocols._seen import SeenCache
-from gridmesh.protocols.aggregation._functions import (
-    FUNCTION_NAME_BYTES_MAX,
-    AggregationFunction,
-    FunctionRegistry,
+from gridmesh.protocols.aggregation._collect import (
+    COLLECT_LIMIT_DEFAULT,
+    REPLY_OVERHEAD_BYTES,
+    Collect,
+    Collection,
+    CollectResult,
 )
+from gridmesh.protocols.aggregation._functions import AggregationFunction
+from gridmesh.protocols.aggregation._registry import FUNCTION_NAME_BYTES_MAX, FunctionRegistry
+from gridmesh.protocols.membership import GROUP_BYTES_MAX, SERVICE_BYTES_MAX
 from gridmesh.wire import HOPS_MAX, UINT64_MAX, Envelope, Kind, encode
 
 __all__ = [
@@ -120,8 +153,10 @@ __all__ = [
     "HOP_TIMEOUT_MS_MAX",
     "READING_BYTES_MAX",
     "AggregateResult",
+    "CollectCallback",
     "ReadingProvider",
     "ResultCallback",
+    "Segment",
     "TreeAggregation",
     "TreeAggregationConfig",
 ]
@@ -143,6 +178,10 @@ DECLINED = 2
 ReadingProvider = Callable[[float], object]
 
 QueryKey = tuple[int, int]
+
+#: Which nodes contribute: a ``Scope`` (a service type, a group, or both), a group
+#: name for short, or ``None`` for every node.
+Segment = Scope | str | None
 
 
 class TreeAggregationConfig(BaseModel):
@@ -197,7 +236,8 @@ class AggregateResult:
 
     ``contributors``: nodes whose reading is in ``value`` (the origin included);
     ``missing``: targets, anywhere in the tree, that had not answered when their
-    parent replied (late or never); ``declined``: nodes that could not take part.
+    parent replied (late or never); ``declined``: nodes that could not take part;
+    ``segment``: the nodes asked to contribute (``None``: all).
     """
 
     query_id: int
@@ -209,6 +249,7 @@ class AggregateResult:
     declined: int
     started_at: float
     finished_at: float
+    segment: Scope | None = None
 
     @property
     def complete(self) -> bool:
@@ -217,6 +258,7 @@ class AggregateResult:
 
 
 ResultCallback = Callable[[AggregateResult], None]
+CollectCallback = Callable[[CollectResult], None]
 
 
 class _Query:
@@ -234,6 +276,7 @@ class _Query:
         "partial",
         "reading",
         "replies_min",
+        "segment",
         "started_at",
         "waiting",
     )
@@ -257,6 +300,7 @@ class _Query:
         self.on_result: ResultCallback | None = None  # the origin's only, like name and reading
         self.name = ""
         self.reading = ""
+        self.segment: Scope | None = None
         self.started_at = 0.0
 
     def done(self) -> bool:
@@ -342,15 +386,18 @@ class TreeAggregation:
         hops: int | None = None,
         timeout_s: float | None = None,
         replies_min: int | None = None,
+        segment: Segment = None,
     ) -> int:
         """Start a query; ``on_result`` gets the ``AggregateResult`` (maybe before this returns).
 
-        Returns the query id. Raises ``LocalProtocolError`` for an unknown
-        function, invalid parameters or limits, or with ``pending_max`` queries waiting.
+        Only nodes within ``segment`` contribute; the others relay. Returns the
+        query id. Raises ``LocalProtocolError`` for an unknown function, invalid
+        parameters, segment or limits, or with ``pending_max`` queries waiting.
         """
         config = self._config
         built = self._functions.create(function, params)
         check_reading(reading)
+        scope = as_segment(segment)
         fanout = config.fanout if fanout is None else fanout
         hops = config.hops if hops is None else hops
         timeout_s = config.timeout_s if timeout_s is None else timeout_s
@@ -370,21 +417,70 @@ class TreeAggregation:
         if len(self._pending) >= config.pending_max:
             raise LocalProtocolError(f"{config.pending_max} queries are waiting already")
         host = self._host
-        body = [function, dict(params or {}), reading, fanout, hop_timeout_ms, replies_min]
+        body: list[object] = [
+            function,
+            dict(params or {}),
+            reading,
+            fanout,
+            hop_timeout_ms,
+            replies_min,
+        ]
+        if scope is not None:  # no segment, no item: what nodes before segments sent
+            body.append([scope.service, scope.group])
         message = new_envelope(host, Kind.AGG_QUERY, body, now, hops_left=hops)
         key = (message.origin, message.message_id)
         self._seen.add(key)
         self.queries += 1
-        targets = self._targets(fanout, 0)
-        query = _Query(built, self._own(built, reading, now), None, _ids(targets), replies_min)
+        targets = self._targets(fanout, 0, scope)
+        own = self._own(built, reading, now, scope)
+        query = _Query(built, own, None, _ids(targets), replies_min)
         query.on_result = on_result
         query.name = function
         query.reading = reading
+        query.segment = scope
         query.started_at = now
         if targets:
             host.send(targets, message)
         self._wait(key, query, now + timeout_s, now)
         return message.message_id
+
+    def collect(
+        self,
+        reading: str,
+        *,
+        now: float,
+        on_result: CollectCallback,
+        segment: Segment = None,
+        limit: int = COLLECT_LIMIT_DEFAULT,
+        bytes_max: int | None = None,
+        fanout: int | None = None,
+        hops: int | None = None,
+        timeout_s: float | None = None,
+        replies_min: int | None = None,
+    ) -> int:
+        """Collect ``reading`` from every node of ``segment``, uncombined (``collect``).
+
+        ``on_result`` gets a ``CollectResult``: at most ``limit`` ``(node_id,
+        value)`` pairs in at most ``bytes_max`` bytes (default: what fits this
+        node's largest message), and how many were cut. Returns the query id.
+        """
+        if bytes_max is None:
+            bytes_max = self._host.message_bytes_max - REPLY_OVERHEAD_BYTES
+        params = {"limit": limit, "bytes_max": bytes_max}
+        if not isinstance(self._functions.create("collect", params), Collect):
+            raise LocalProtocolError("this node's registry holds another 'collect'")
+        return self.aggregate(
+            "collect",
+            reading,
+            now=now,
+            on_result=partial(_collected, on_result),
+            params=params,
+            fanout=fanout,
+            hops=hops,
+            timeout_s=timeout_s,
+            replies_min=replies_min,
+            segment=segment,
+        )
 
     #: The counters ``stats`` reports, each as ``aggregation_<name>``.
     COUNTERS: ClassVar[tuple[str, ...]] = (
@@ -426,7 +522,9 @@ class TreeAggregation:
             self.not_child += 1
             self._send_status(sender, key, NOT_CHILD, now)
             return
-        name, params, reading, fanout, hop_timeout_ms, replies_min = parse_query_body(message.body)
+        name, params, reading, fanout, hop_timeout_ms, replies_min, segment = parse_query_body(
+            message.body
+        )
         try:
             function = self._functions.create_from_wire(name, params)
         except MalformedMessage:
@@ -440,9 +538,9 @@ class TreeAggregation:
             self._send_status(sender, key, DECLINED, now)
             return
         self._seen.add(key)  # only now: a malformed copy must not hide a genuine one
-        own = self._own(function, reading, now)
+        own = self._own(function, reading, now, segment)
         hops_left = min(message.hops_left, config.hops_max) - 1
-        targets = self._targets(fanout, sender.node_id) if hops_left > 0 else []
+        targets = self._targets(fanout, sender.node_id, segment) if hops_left > 0 else []
         if not targets:  # a leaf: answer at once
             self._reply(key, sender, function, own[0], coverage=(own[1], 0, 0), now=now)
             return
@@ -482,30 +580,52 @@ class TreeAggregation:
     # -- the steps -----------------------------------------------------------
 
     def _own(
-        self, function: AggregationFunction[Any, Any], reading: str, now: float
+        self,
+        function: AggregationFunction[Any, Any],
+        reading: str,
+        now: float,
+        segment: Scope | None,
     ) -> tuple[object, int]:
         """This node's partial and contribution (1 or 0) for ``reading``."""
         provider = self._readings.get(reading)
         if provider is None:
             return function.identity(), 0
+        host = self._host
+        if segment is not None and not segment.admits(host.me):  # a relay only
+            return function.identity(), 0
         try:
             value = provider(now)
             if value is None:
                 return function.identity(), 0
-            return function.lift(value), 1
+            return function.lift_from(host.node_id, value), 1
         except Exception:  # the application's reading failed: this node adds nothing
             self.reading_errors += 1
             return function.identity(), 0
 
-    def _targets(self, fanout: int, exclude: int) -> list[Peer]:
-        """Up to ``fanout`` peers (0: the whole view) with known ids, never ``exclude``."""
+    def _targets(self, fanout: int, exclude: int, segment: Scope | None) -> list[Peer]:
+        """Up to ``fanout`` peers (0: the whole view) with known ids, never ``exclude``.
+
+        With a segment, peers within it first, then others to carry the query on.
+        """
         fanout_max = self._config.fanout_max
         if fanout == 0:
             peers = [p for p in self._peers.neighbors() if p.node_id and p.node_id != exclude]
             if len(peers) > fanout_max:
                 peers = self._host.rng.sample(peers, fanout_max)
             return peers
-        return [p for p in self._peers.sample(min(fanout, fanout_max), exclude) if p.node_id]
+        count = min(fanout, fanout_max)
+        sample = self._peers.sample
+        if segment is None:
+            return [p for p in sample(count, exclude) if p.node_id]
+        chosen = [p for p in sample(count, exclude, segment) if p.node_id]
+        if len(chosen) < count:  # too few of the segment in sight: others relay
+            taken = {p.node_id for p in chosen}
+            for peer in sample(count, exclude):
+                if len(chosen) >= count:
+                    break
+                if peer.node_id and peer.node_id not in taken:
+                    chosen.append(peer)
+        return chosen
 
     def _wait(self, key: QueryKey, query: _Query, deadline: float, now: float) -> None:
         if query.done():  # nobody to wait for
@@ -541,6 +661,7 @@ class TreeAggregation:
             declined=query.declined,
             started_at=query.started_at,
             finished_at=now,
+            segment=query.segment,
         )
         query.on_result(result)
 
@@ -580,15 +701,35 @@ def check_reading(name: object) -> None:
         raise LocalProtocolError(f"a reading name is text of 1..{READING_BYTES_MAX} bytes")
 
 
-def parse_query_body(body: object) -> tuple[str, dict[str, object], str, int, int, int]:
-    """``[function, params, reading, fanout, hop_timeout_ms, replies_min]``, checked."""
-    if type(body) is not list or len(body) != 6:
+def as_segment(segment: object) -> Scope | None:
+    """The ``Scope`` a caller's segment names; ``LocalProtocolError`` unless one can travel."""
+    if segment is None:
+        return None
+    scope = Scope(group=segment) if isinstance(segment, str) else segment
+    if not isinstance(scope, Scope):
+        raise LocalProtocolError("a segment is a group name, a Scope or None")
+    if scope.service is None and scope.group is None:
+        return None  # admits every node: no segment
+    for text, bytes_max, what in (
+        (scope.service, SERVICE_BYTES_MAX, "service"),
+        (scope.group, GROUP_BYTES_MAX, "group"),
+    ):
+        if text is not None and (type(text) is not str or not 0 < len(text.encode()) <= bytes_max):
+            raise LocalProtocolError(f"a segment's {what} is text of 1..{bytes_max} bytes")
+    return scope
+
+
+def parse_query_body(
+    body: object,
+) -> tuple[str, dict[str, object], str, int, int, int, Scope | None]:
+    """``[function, params, reading, fanout, hop_timeout_ms, replies_min(, segment)]``, checked."""
+    if type(body) is not list or len(body) not in (6, 7):
         raise MalformedMessage(
             "AGG_QUERY body must be [function, params, reading, fanout, hop_timeout_ms, "
-            "replies_min]",
+            "replies_min] or those and [service, group]",
             field="body",
         )
-    name, params, reading, fanout, hop_timeout_ms, replies_min = body
+    name, params, reading, fanout, hop_timeout_ms, replies_min = body[:6]
     if type(name) is not str or len(name.encode()) > FUNCTION_NAME_BYTES_MAX:
         raise MalformedMessage("function must be a short text", field="body")
     if type(params) is not dict:
@@ -603,7 +744,24 @@ def parse_query_body(body: object) -> tuple[str, dict[str, object], str, int, in
         raise MalformedMessage(f"hop_timeout_ms must be in 1..{HOP_TIMEOUT_MS_MAX}", field="body")
     if type(replies_min) is not int or not 0 <= replies_min <= AGG_FANOUT_MAX:
         raise MalformedMessage(f"replies_min must be in 0..{AGG_FANOUT_MAX}", field="body")
-    return name, params, reading, fanout, hop_timeout_ms, replies_min
+    segment = _wire_segment(body[6]) if len(body) == 7 else None
+    return name, params, reading, fanout, hop_timeout_ms, replies_min, segment
+
+
+def _wire_segment(item: object) -> Scope:
+    """``[service, group]``, each text or null, not both null (that is no segment)."""
+    if type(item) is not list or len(item) != 2:
+        raise MalformedMessage("a segment is [service, group]", field="body")
+    service, group = item
+    for text, bytes_max in ((service, SERVICE_BYTES_MAX), (group, GROUP_BYTES_MAX)):
+        if text is not None and (type(text) is not str or not 0 < len(text.encode()) <= bytes_max):
+            raise MalformedMessage(
+                f"a segment's service and group are null or text of 1..{bytes_max} bytes",
+                field="body",
+            )
+    if service is None and group is None:
+        raise MalformedMessage("a segment names a service, a group or both", field="body")
+    return Scope(service=service, group=group)
 
 
 def parse_reply_head(body: object) -> tuple[QueryKey, int, list[object]]:
@@ -640,3 +798,24 @@ def _capped(count: int) -> int:
 
 def _ids(peers: list[Peer]) -> set[int]:
     return {peer.node_id for peer in peers}
+
+
+def _collected(on_result: CollectCallback, result: AggregateResult) -> None:
+    """Hand a collecting origin its ``CollectResult``."""
+    collection = result.value
+    assert isinstance(collection, Collection)  # ``collect`` checked the function it named
+    on_result(
+        CollectResult(
+            query_id=result.query_id,
+            reading=result.reading,
+            segment=result.segment,
+            values=collection.values,
+            dropped=collection.dropped,
+            cut=collection.cut,
+            contributors=result.contributors,
+            missing=result.missing,
+            declined=result.declined,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+        )
+    )
