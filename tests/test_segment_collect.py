@@ -28,7 +28,7 @@ from gridmesh.protocols.aggregation import (
     Sum,
     TreeAggregationConfig,
 )
-from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
+from gridmesh.protocols.membership import FullMembershipConfig, HyParViewConfig, PeerDirectory
 from gridmesh.sim import LinkClass, NetworkConfig, Simulator, UniformLatency
 from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, encode
 from tests.helpers import RecordingTransport
@@ -450,3 +450,49 @@ def test_under_loss_and_crashes_every_reading_returned_is_true_and_counted(seed:
     assert result.contributors == len(result.values) and result.dropped == 0, summary
     assert 0 < len(result.values) < SEGMENT_SIZE and not result.complete, summary
     assert not any((node.rejected or {}).get("malformed") for node in alive(sim)), summary
+
+
+def test_over_a_partial_view_nodes_outside_the_segment_carry_the_query_in() -> None:
+    # HyParView's active view holds about five peers, rarely of the feeder: the
+    # query reaches the feeder's 50 meters through the other 250, which relay.
+    count, seed = 300, 7
+    members = set(random.Random(seed).sample(range(2, count + 1), SEGMENT_SIZE))
+    link = LinkClass(latency=UniformLatency(low_s=0.005, high_s=0.05))
+    sim = Simulator(seed=seed, network=NetworkConfig(lan=link, wan=link))
+    configs = {
+        inside: NodeConfig(groups=(FEEDER,) if inside else (), membership=HyParViewConfig())
+        for inside in (True, False)
+    }
+    contacts = random.Random(seed + 1)
+
+    def make(node_id: int) -> Node:
+        known = 1 + int(contacts.random() * (node_id - 1)) if node_id > 1 else 0
+        return Node(
+            node_id,
+            transport=sim,
+            rng=sim.node_rng,
+            config=configs[node_id in members],
+            address=sim.address_of(node_id),
+            seeds=(Peer(known, str(known)),) if known else (),
+        )
+
+    for node_id in range(1, count + 1):
+        sim.add_nodes(1, make, start_at=2.0 * (node_id - 1) / count)
+    sim.run(8.0)
+    for node_id in range(1, count + 1):
+        node = sim.node(node_id)
+        assert node is not None
+        node.set_reading("voltage", constant(voltage_of(node_id)))
+    results = collect_at(sim, 1, 8.0, segment=FEEDER, fanout=0, hops=20, timeout_s=10.0)
+    sim.run(10.0)
+    [result] = results
+    assert result.values == truth(members)
+    assert (result.dropped, result.contributors, result.complete) == (0, SEGMENT_SIZE, True)
+    relays = [
+        node_id
+        for node_id in range(2, count + 1)
+        if node_id not in members
+        and (node := sim.node(node_id)) is not None
+        and node.stats()["aggregation_answered"]
+    ]
+    assert len(relays) == count - 1 - SEGMENT_SIZE  # every other node relayed, adding nothing
