@@ -1,8 +1,8 @@
 """Aggregation on the asyncio runtime: three real UdpNodes in one event loop on loopback.
 
-The awaitable API (``UdpNode.aggregate``, ``start_estimate``, ``estimate``),
-the control requests that drive it in a ``gridmesh node`` process, and the
-``[readings]`` table of the node's configuration file.
+The awaitable API (``UdpNode.aggregate``, ``collect``, ``start_estimate``,
+``estimate``), segments, the control requests that drive it in a ``gridmesh
+node`` process, and the ``[readings]`` table of the node's configuration file.
 """
 
 from __future__ import annotations
@@ -21,8 +21,15 @@ import pytest
 from gridmesh.cli import main
 from gridmesh.errors import ConfigError, LocalProtocolError
 from gridmesh.node import NodeConfig
-from gridmesh.protocols import Peer
-from gridmesh.protocols.aggregation import PushSumConfig
+from gridmesh.protocols import Peer, Scope
+from gridmesh.protocols.aggregation import (
+    COLLECT_BYTES_MAX,
+    AggregateResult,
+    Collect,
+    Collection,
+    CollectResult,
+    PushSumConfig,
+)
 from gridmesh.protocols.membership import FullMembershipConfig
 from gridmesh.runtime import (
     CONTROL_AGGREGATES_MAX,
@@ -31,8 +38,15 @@ from gridmesh.runtime import (
     constant_reading,
     free_udp_ports,
 )
+from gridmesh.runtime._control_requests import (
+    CONTROL_ANSWER_OVERHEAD_BYTES,
+    PLAIN_ITEMS_MAX,
+    aggregate_answer,
+    parse_aggregate_request,
+    plain_value,
+)
 from gridmesh.runtime.cli import NodeSettings, load_node_settings
-from gridmesh.wire import Envelope, Kind, decode, encode
+from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, decode, encode
 
 T = TypeVar("T")
 FAST = NodeConfig(
@@ -42,6 +56,8 @@ FAST = NodeConfig(
 # Summed left to right in floats these give 0.6000000000000001; exactly, 0.6.
 DEMAND_KW = {1: 0.1, 2: 0.2, 3: 0.3}
 NIGHT_KWH = {1: [1.5, 0.1, 7], 2: [2.25, 0.2, 11]}  # node 3 has no night reading
+# Nodes 1 and 3 are on feeder 7, node 2 on feeder 9: segments of one and two nodes.
+GROUPS = {1: ("feeder-7",), 2: ("feeder-9",), 3: ("feeder-7",)}
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -53,7 +69,7 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None
 
 
 def with_three_nodes(body: Callable[[list[UdpNode]], Awaitable[T]]) -> T:
-    """Nodes 1-3, joined through node 1, holding DEMAND_KW and NIGHT_KWH."""
+    """Nodes 1-3, joined through node 1, in GROUPS, holding DEMAND_KW and NIGHT_KWH."""
 
     async def run() -> T:
         ports = free_udp_ports("127.0.0.1", 3)
@@ -63,7 +79,7 @@ def with_three_nodes(body: Callable[[list[UdpNode]], Awaitable[T]]) -> T:
             node = UdpNode(
                 node_id=node_id,
                 listen=("127.0.0.1", port),
-                config=FAST,
+                config=FAST.model_copy(update={"groups": GROUPS[node_id]}),
                 seeds=seeds,
                 rng=random.Random(node_id),
             )
@@ -121,6 +137,51 @@ def test_aggregate_refuses_bad_arguments_and_a_node_not_started() -> None:
         with pytest.raises(LocalProtocolError, match="start"):
             await idle.aggregate("sum", "demand_kw")
         assert a.node.aggregation.queries == 0
+
+    with_three_nodes(body)
+
+
+def test_a_segment_sum_adds_only_the_readings_of_its_group() -> None:
+    async def body(nodes: list[UdpNode]) -> None:
+        # Node 2 asks for feeder 7 (nodes 1 and 3): it relays but adds nothing itself.
+        feeder_7 = await nodes[1].aggregate("sum", "demand_kw", segment="feeder-7")
+        assert feeder_7.value == 0.1 + 0.3 == 0.4
+        assert (feeder_7.contributors, feeder_7.missing, feeder_7.declined) == (2, 0, 0)
+        assert feeder_7.segment == Scope(group="feeder-7")
+        by_scope = await nodes[0].aggregate(
+            "count", "demand_kw", segment=Scope(service="node", group="feeder-9")
+        )
+        assert (by_scope.value, by_scope.contributors) == (1, 1)
+        nobody = await nodes[0].aggregate("sum", "demand_kw", segment=Scope(service="meter"))
+        assert (nobody.value, nobody.contributors, nobody.complete) == (0, 0, True)
+        with pytest.raises(LocalProtocolError, match="segment"):
+            await nodes[0].aggregate("sum", "demand_kw", segment="")
+
+    with_three_nodes(body)
+
+
+def test_collect_returns_every_reading_with_its_node_id() -> None:
+    async def body(nodes: list[UdpNode]) -> None:
+        everyone = await nodes[1].collect("demand_kw", timeout_s=5.0)
+        assert isinstance(everyone, CollectResult)
+        assert everyone.values == ((1, 0.1), (2, 0.2), (3, 0.3))
+        assert (everyone.dropped, everyone.cut, everyone.truncated) == (0, None, False)
+        assert everyone.contributors == 3 and everyone.complete
+
+        feeder_7 = await nodes[1].collect("night_kwh", segment="feeder-7")
+        assert feeder_7.values == ((1, tuple(NIGHT_KWH[1])),)  # node 3 has no night reading
+        assert feeder_7.segment == Scope(group="feeder-7") and feeder_7.contributors == 1
+
+        cut = await nodes[2].collect("demand_kw", limit=2)
+        assert cut.values == ((1, 0.1), (2, 0.2))  # the lowest node ids are kept
+        assert (cut.dropped, cut.cut, cut.truncated) == (1, 3, True)
+        assert cut.contributors == len(cut.values) + cut.dropped == 3
+
+        with pytest.raises(LocalProtocolError, match="limit"):
+            await nodes[0].collect("demand_kw", limit=0)
+        idle = UdpNode(node_id=9, listen=("127.0.0.1", 0))
+        with pytest.raises(LocalProtocolError, match="start"):
+            await idle.collect("demand_kw")
 
     with_three_nodes(body)
 
@@ -213,6 +274,103 @@ def test_the_control_channel_aggregates_and_answers_with_plain_data() -> None:
     with_three_nodes(body)
 
 
+def test_the_control_channel_aggregates_a_segment_and_collects_its_readings() -> None:
+    async def body(nodes: list[UdpNode]) -> None:
+        b = nodes[1]
+        async with await ControlClient.open() as client:
+
+            async def ask(**fields: object) -> dict[str, object]:
+                request = {"op": "aggregate", "reading": "demand_kw", "timeout_s": 5.0, **fields}
+                return await client.request(b.advertise, request, timeout_s=10.0)
+
+            feeder_7 = await ask(function="sum", segment="feeder-7")
+            assert feeder_7["ok"] is True and feeder_7["value"] == 0.4
+            assert feeder_7["contributors"] == 2 and feeder_7["complete"] is True
+            assert feeder_7["segment"] == {"service": None, "group": "feeder-7"}
+            scoped = await ask(function="sum", segment={"service": "node", "group": "feeder-9"})
+            assert (scoped["value"], scoped["contributors"]) == (0.2, 1)
+            everyone = await ask(function="sum")
+            assert everyone["segment"] is None and everyone["value"] == 0.6
+
+            pairs = await ask(function="collect", segment="feeder-7")
+            assert pairs["ok"] is True and pairs["function"] == "collect"
+            assert pairs["value"] == {
+                "values": [[1, 0.1], [3, 0.3]],
+                "dropped": 0,
+                "cut": None,
+                "truncated": False,
+            }
+            assert pairs["contributors"] == 2
+            json.dumps(pairs)  # JSON-safe
+            cut = await ask(function="collect", params={"limit": 1})
+            assert cut["value"] == {
+                "values": [[1, 0.1]],
+                "dropped": 2,
+                "cut": 2,
+                "truncated": True,
+            }
+            assert cut["contributors"] == 3
+
+    with_three_nodes(body)
+
+
+def test_a_collection_becomes_plain_pairs_within_the_item_budget() -> None:
+    collection = Collection(((1, 0.5), (7, (1, 2.5))), dropped=3, cut=9)
+    plain = {"values": [[1, 0.5], [7, [1, 2.5]]], "dropped": 3, "cut": 9, "truncated": True}
+    assert plain_value(collection) == plain
+    result = CollectResult(7, "volts", None, collection.values, 3, 9, 5, 0, 0, 1.0, 2.0)
+    assert plain_value(result) == plain
+    # Three items per pair, one for the list, one for the collection; one pair more
+    # than that budget holds gets the clear error.
+    fits = (PLAIN_ITEMS_MAX - 2) // 3
+    pairs = tuple((node_id, 1.0) for node_id in range(1, fits + 2))
+    with pytest.raises(LocalProtocolError, match="more than 100,000 items"):
+        plain_value(Collection(pairs, 0))
+    assert len(plain_value(Collection(pairs[:-1], 0))["values"]) == fits  # type: ignore[index]
+
+
+def test_a_control_collect_gets_a_bytes_max_its_answer_fits_in() -> None:
+    request: dict[str, object] = {"function": "collect", "reading": "volts"}
+    fitted = parse_aggregate_request(request, message_bytes_max=4000)
+    assert fitted.params == {"bytes_max": 4000 - CONTROL_ANSWER_OVERHEAD_BYTES}
+    asked = parse_aggregate_request(
+        {**request, "params": {"limit": 5, "bytes_max": 100}}, message_bytes_max=4000
+    )
+    assert asked.params == {"limit": 5, "bytes_max": 100}
+    with pytest.raises(LocalProtocolError, match="message_bytes_max of at least 576"):
+        parse_aggregate_request(request, message_bytes_max=575)
+    summed = parse_aggregate_request({**request, "function": "sum"}, message_bytes_max=4000)
+    assert summed.params is None  # other functions' params are left as given
+
+
+def test_the_largest_collect_answer_fits_one_control_reply() -> None:
+    # The worst case the overhead allows for: 64-bit everything, 64-byte names,
+    # entries filling the bytes_max the control channel gives collect at most.
+    bytes_max = MESSAGE_BYTES_MAX - CONTROL_ANSWER_OVERHEAD_BYTES
+    collect = Collect(limit=4096, bytes_max=bytes_max)
+    partial = collect.identity()
+    for node_id in range(UINT64_MAX - 9000, UINT64_MAX + 1):
+        partial = collect.combine(partial, collect.lift_from(node_id, -1.5))
+    collection = collect.finish(partial)
+    assert collection.truncated and len(collection.values) > 3000
+    biggest = AggregateResult(
+        query_id=UINT64_MAX,
+        function="collect",
+        reading="r" * 64,
+        value=collection,
+        contributors=UINT64_MAX,
+        missing=UINT64_MAX,
+        declined=UINT64_MAX,
+        started_at=0.0,
+        finished_at=86_400.123456789,
+        segment=Scope(service="s" * 64, group="g" * 64),
+    )
+    answer = aggregate_answer(biggest)
+    reply = Envelope(Kind.CONTROL_REPLY, UINT64_MAX, UINT64_MAX, UINT64_MAX, "", 2**62, 0, answer)
+    assert MESSAGE_BYTES_MAX - 200 < len(encode(reply)) <= MESSAGE_BYTES_MAX
+    assert bytes_max < COLLECT_BYTES_MAX
+
+
 @pytest.mark.parametrize(
     ("request_body", "error"),
     [
@@ -239,6 +397,30 @@ def test_the_control_channel_aggregates_and_answers_with_plain_data() -> None:
             "'timeout_s'",
         ),
         ({"op": "aggregate", "function": "sum", "reading": "x", "replies_min": -1}, "replies_min"),
+        ({"op": "aggregate", "function": "sum", "reading": "x", "segment": 7}, "'segment'"),
+        ({"op": "aggregate", "function": "sum", "reading": "x", "segment": {}}, "or both"),
+        (
+            {"op": "aggregate", "function": "sum", "reading": "x", "segment": {"grp": "f"}},
+            "'service' and 'group' only",
+        ),
+        (
+            {"op": "aggregate", "function": "sum", "reading": "x", "segment": {"group": 7}},
+            "must be text",
+        ),
+        ({"op": "aggregate", "function": "sum", "reading": "x", "segment": ""}, "segment's group"),
+        (
+            {"op": "aggregate", "function": "collect", "reading": "x", "params": {"limit": 0}},
+            "limit",
+        ),
+        (
+            {
+                "op": "aggregate",
+                "function": "collect",
+                "reading": "x",
+                "params": {"bytes_max": MESSAGE_BYTES_MAX - CONTROL_ANSWER_OVERHEAD_BYTES + 1},
+            },
+            "bytes_max must be at most",
+        ),
         ({"op": "start_estimate", "function": "median"}, "push-sum computes"),
         ({"op": "start_estimate", "function": "sum"}, "size takes no reading"),
         ({"op": "start_estimate", "function": "size", "rounds": 0}, "rounds"),
@@ -425,6 +607,27 @@ def test_the_aggregate_command_refuses_bad_arguments_and_unreachable_nodes(
     command = ["aggregate", "sum", "demand_kw", "--via", f"127.0.0.1:{port}", "--timeout", "0.3"]
     assert main([*command, *argv]) == status
     assert message in capsys.readouterr().err
+
+
+def test_the_aggregate_command_asks_for_a_segment(capsys: pytest.CaptureFixture[str]) -> None:
+    async def body(nodes: list[UdpNode]) -> list[dict[str, object]]:
+        answers = []
+        for function in ("sum", "collect"):
+            argv = ["aggregate", function, "demand_kw", "--via", nodes[1].advertise]
+            argv += ["--segment", "feeder-7", "--timeout", "5"]
+            assert await asyncio.to_thread(main, argv) == 0  # its own loop, in a thread
+            answers.append(json.loads(capsys.readouterr().out))
+        return answers
+
+    total, pairs = with_three_nodes(body)
+    assert total["value"] == 0.4 and total["contributors"] == 2
+    assert total["segment"] == {"service": None, "group": "feeder-7"}
+    assert pairs["value"] == {
+        "values": [[1, 0.1], [3, 0.3]],
+        "dropped": 0,
+        "cut": None,
+        "truncated": False,
+    }
 
 
 def test_the_example_readings_are_valid_once_uncommented(tmp_path: Path) -> None:

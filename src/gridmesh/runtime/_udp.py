@@ -20,10 +20,11 @@ first); it implements ``Transport`` with real I/O:
 
 **The application API** is ``Node``'s on the wall clock, with the same
 argument names less ``now``: ``set_reading``, ``start_estimate``, ``estimate``
-and ``restart_estimate`` call the node at once; ``aggregate`` is a coroutine
-that returns the ``AggregateResult`` the protocol would hand ``on_result``
-(always, by the query's ``timeout_s`` at the latest). So code written against
-a simulated ``Node`` reads the same against a real one.
+and ``restart_estimate`` call the node at once; ``aggregate`` and ``collect``
+are coroutines that return the ``AggregateResult`` or ``CollectResult`` the
+protocol would hand ``on_result`` (always, by the query's ``timeout_s`` at the
+latest). So code written against a simulated ``Node`` reads the same against
+a real one.
 
 **Control requests are answered once.** The client resends a request whose
 reply it has not seen (UDP may drop either). A node keeps the last
@@ -45,12 +46,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import cast
+from typing import TypeVar, cast
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Delivery, Peer
-from gridmesh.protocols.aggregation import AggregateResult, Estimate, ReadingProvider
+from gridmesh.protocols.aggregation import (
+    COLLECT_LIMIT_DEFAULT,
+    AggregateResult,
+    CollectResult,
+    Estimate,
+    ReadingProvider,
+    Segment,
+)
 from gridmesh.runtime._address import format_address, ip_endpoint, is_loopback
 from gridmesh.runtime._control_requests import (
     aggregate_answer,
@@ -83,6 +91,7 @@ _CONTROL_KINDS = (Kind.CONTROL, Kind.CONTROL_REPLY)
 _ControlKey = tuple[int, tuple[str, int]]
 #: Requests that act, whose answers are kept for resends; the others only read.
 _CONTROL_ACTIONS = frozenset({"broadcast", "aggregate", "start_estimate", "restart_estimate"})
+_ResultT = TypeVar("_ResultT", AggregateResult, CollectResult)
 
 
 class UdpNode(asyncio.DatagramProtocol):
@@ -161,9 +170,11 @@ class UdpNode(asyncio.DatagramProtocol):
         hops: int | None = None,
         timeout_s: float | None = None,
         replies_min: int | None = None,
+        segment: Segment = None,
     ) -> AggregateResult:
         """Aggregate ``reading`` over the nodes the query reaches; see ``Node.aggregate``.
 
+        Only the nodes of ``segment`` (a group name or a ``Scope``) contribute.
         Returns when every child answered, or by ``timeout_s`` with what came.
         Raises ``LocalProtocolError`` for invalid arguments or a node not started.
         """
@@ -176,6 +187,41 @@ class UdpNode(asyncio.DatagramProtocol):
             now=time.time(),
             on_result=partial(_settle, result),
             params=params,
+            fanout=fanout,
+            hops=hops,
+            timeout_s=timeout_s,
+            replies_min=replies_min,
+            segment=segment,
+        )
+        return await result
+
+    async def collect(
+        self,
+        reading: str,
+        *,
+        segment: Segment = None,
+        limit: int = COLLECT_LIMIT_DEFAULT,
+        bytes_max: int | None = None,
+        fanout: int | None = None,
+        hops: int | None = None,
+        timeout_s: float | None = None,
+        replies_min: int | None = None,
+    ) -> CollectResult:
+        """Collect ``reading`` from every node of ``segment``, uncombined; see ``Node.collect``.
+
+        Returns the ``(node_id, value)`` pairs, what was cut and the coverage, by
+        ``timeout_s`` at the latest. ``LocalProtocolError`` as for ``aggregate``.
+        """
+        if self._loop is None:
+            raise LocalProtocolError("start() the node before it collects")
+        result: asyncio.Future[CollectResult] = self._loop.create_future()
+        self.node.collect(
+            reading,
+            now=time.time(),
+            on_result=partial(_settle, result),
+            segment=segment,
+            limit=limit,
+            bytes_max=bytes_max,
             fanout=fanout,
             hops=hops,
             timeout_s=timeout_s,
@@ -327,7 +373,9 @@ class UdpNode(asyncio.DatagramProtocol):
         """Start the query an ``aggregate`` request asks for; answer when its result comes."""
         if len(self._control_waiting) >= CONTROL_AGGREGATES_MAX:
             raise LocalProtocolError(f"{CONTROL_AGGREGATES_MAX} aggregate requests are waiting")
-        query = parse_aggregate_request(request)
+        query = parse_aggregate_request(
+            request, message_bytes_max=self.node.config.message_bytes_max
+        )
         self._control_waiting.add(key)  # first: the result may come before aggregate returns
         try:
             self.node.aggregate(
@@ -340,6 +388,7 @@ class UdpNode(asyncio.DatagramProtocol):
                 hops=query.hops,
                 timeout_s=query.timeout_s,
                 replies_min=query.replies_min,
+                segment=query.segment,
             )
         except BaseException:
             self._control_waiting.discard(key)
@@ -475,6 +524,6 @@ def _bound_socket(listen: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def _settle(future: asyncio.Future[AggregateResult], result: AggregateResult) -> None:
+def _settle(future: asyncio.Future[_ResultT], result: _ResultT) -> None:
     if not future.done():  # the awaiting task may have been cancelled
         future.set_result(result)

@@ -95,7 +95,9 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     aggregate = commands.add_parser(
         "aggregate", help="ask a running node to aggregate a reading over the nodes it reaches"
     )
-    aggregate.add_argument("function", help="sum, count, min, max, mean, vector_sum, ...")
+    aggregate.add_argument(
+        "function", help="sum, count, min, max, mean, vector_sum, ...; collect: every reading"
+    )
     aggregate.add_argument("reading", help="the reading's name, as in the nodes' [readings]")
     aggregate.add_argument("--via", required=True, metavar="HOST:PORT", help="node to start at")
     aggregate.add_argument(
@@ -105,6 +107,9 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     aggregate.add_argument("--hops", type=int, default=None)
     aggregate.add_argument("--timeout", type=float, default=None, metavar="S", help="in all")
     aggregate.add_argument("--replies-min", type=int, default=None, metavar="N")
+    aggregate.add_argument(
+        "--segment", default=None, metavar="GROUP", help="only nodes of this group contribute"
+    )
     aggregate.set_defaults(handler=_aggregate)
 
     status = commands.add_parser("status", help="ask running nodes for their state")
@@ -411,6 +416,7 @@ def _aggregate(args: argparse.Namespace) -> int:
         ("hops", args.hops),
         ("timeout_s", args.timeout),
         ("replies_min", args.replies_min),
+        ("segment", args.segment),
     ):
         if value is not None:
             body[key] = value
