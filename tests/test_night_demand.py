@@ -264,3 +264,149 @@ def test_crashes_spread_over_a_window_fall_inside_it() -> None:
     assert report["live_nodes"] == 151 - 30
     with pytest.raises(ConfigError, match="recover_s"):
         parse_scenario(text + "recover_s = 5.5\n")
+
+
+SEGMENTS = """
+name = "segments"
+[simulation]
+duration_s = 20.0
+seed = 4
+[[roles]]
+name = "utility"
+count = 1
+[[roles]]
+name = "meter_a"
+count = 60
+groups = ["feeder-1"]
+[[roles]]
+name = "meter_b"
+count = 90
+groups = ["feeder-2"]
+[node.membership]
+exchange_interval_s = 0
+[node.aggregation]
+fanout = 12
+[readings.volts]
+roles = ["meter_a", "meter_b"]
+value = { model = "uniform", low = 220.0, high = 240.0 }
+[readings.phases]
+roles = ["meter_a", "meter_b"]
+vector = [{ model = "uniform", low = 220.0, high = 240.0 }, { model = "constant", value = 230 }]
+[[aggregate]]
+at_s = 5.0
+origin = "utility"
+function = "sum"
+reading = "volts"
+segment = "feeder-1"
+[[aggregate]]
+at_s = 5.0
+origin = "utility"
+function = "collect"
+reading = "volts"
+segment = "feeder-1"
+[[aggregate]]
+at_s = 5.0
+origin = "utility"
+function = "collect"
+reading = "volts"
+params = { limit = 100 }
+[[aggregate]]
+at_s = 5.0
+origin = 2
+function = "collect"
+reading = "phases"
+segment = "feeder-2"
+"""
+
+
+def test_a_segment_query_and_collect_are_reported_against_the_segments_truth() -> None:
+    scenario = parse_scenario(SEGMENTS)
+    feeder_1, feeder_2 = scenario.group_ids("feeder-1"), scenario.group_ids("feeder-2")
+    assert (feeder_1, feeder_2) == (list(range(2, 62)), list(range(62, 152)))
+    report = run_scenario(scenario)
+    total, pairs, capped, vectors = aggregates(report)
+    # The truth, computed here: feeder 1's meters only, not the 150 meters.
+    volts = [draw_reading(scenario.readings["volts"], "volts", i, seed=4) for i in feeder_1]
+    assert total["value"] == total["truth"] == math.fsum(volts)  # type: ignore[arg-type]
+    assert total["segment"] == "feeder-1" and total["readers_up"] == 60
+    assert pairs["value"] == pairs["truth"]
+    assert pairs["value"] == {"pairs": 60, "dropped": 0, "cut": None, "truncated": False}
+    # Meters 2..151 answer; limit 100 keeps the lowest ids, 2..101, and cuts at 102.
+    assert capped["value"] == capped["truth"]
+    assert capped["value"] == {"pairs": 100, "dropped": 50, "cut": 102, "truncated": True}
+    assert capped["segment"] is None and capped["readers_up"] == 150
+    # The origin is a feeder-2 meter: it contributes its own [volts, 230] pair.
+    assert vectors["value"] == vectors["truth"]
+    assert vectors["value"] == {"pairs": 90, "dropped": 0, "cut": None, "truncated": False}
+    bytes_max = scenario.node.message_bytes_max - 128  # Node.collect's default: one reply
+    for query, readers in ((total, 60), (pairs, 60), (capped, 150), (vectors, 90)):
+        assert query["exact"] and query["complete"], query
+        assert query["contributors"] == query["readers_up"] == readers
+        assert query["coverage"] == 1.0
+        if query["function"] == "collect":
+            assert query["params"]["bytes_max"] == bytes_max
+            assert query["relative_error"] is None  # pairs have no error, only equality
+    assert capped["params"] == {"limit": 100, "bytes_max": bytes_max}
+
+    console = Console(width=120, record=True)
+    console.print(render_summary(report))
+    text = console.export_text()
+    assert "collect(volts) in feeder-1 from 1 at 5.0 s" in text
+    assert "100 pairs, 50 dropped" in text
+
+
+def test_under_loss_a_collect_holds_fewer_pairs_than_the_truth_and_is_not_exact() -> None:
+    link = 'loss = 0.1\nlatency = { model = "uniform", low_s = 0.002, high_s = 0.010 }\n'
+    lossy = f"[network.lan]\n{link}[network.wan]\n{link}[node.membership]"
+    text = SEGMENTS.replace("[node.membership]", lossy)
+    scenario = parse_scenario(text)
+    scenario = scenario.model_copy(update={"aggregate": scenario.aggregate[1:2]})
+    (pairs,) = aggregates(run_scenario(scenario))
+    assert pairs["answered"] and not pairs["exact"], "seed 4"
+    assert pairs["truth"]["pairs"] == pairs["readers_up"] == 60
+    # Every pair that came is a contributor's: none is invented, none dropped silently.
+    assert 0 < pairs["value"]["pairs"] == pairs["contributors"] < 60, "seed 4"
+    assert pairs["value"]["dropped"] == 0 and pairs["missing"] > 0
+
+
+_WIDE = ", ".join(['{ model = "constant", value = 1 }'] * 65)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "expected"),
+    [
+        (('segment = "feeder-1"', 'segment = "feeder-3"'), "(top level)", "no node's group"),
+        (('segment = "feeder-1"', 'segment = ""'), "aggregate[0].segment", "at least 1"),
+        (
+            ("params = { limit = 100 }", "params = { k = 3 }"),
+            "aggregate[2]",
+            "collect",
+        ),
+        (
+            ("params = { limit = 100 }", "params = { bytes_max = 4000 }"),
+            "(top level)",
+            "would not fit one reply",
+        ),
+        (
+            (
+                '[readings.phases]\nroles = ["meter_a", "meter_b"]\nvector = [',
+                f"[readings.phases]\nvector = [{_WIDE}]\n#",
+            ),
+            "(top level)",
+            "at most 64 elements",
+        ),
+    ],
+)
+def test_segment_and_collect_errors_name_the_field_and_what_is_expected(
+    edit: tuple[str, str], field: str, expected: str
+) -> None:
+    text = SEGMENTS.replace(*edit, 1)
+    assert text != SEGMENTS
+    if "bytes_max" in edit[1]:
+        text = text.replace(
+            "[node.membership]", "[node]\nmessage_bytes_max = 4096\n[node.membership]"
+        )
+    with pytest.raises(ConfigError) as caught:
+        parse_scenario(text, source="segments.toml")
+    assert caught.value.field == field, caught.value
+    assert expected in caught.value.expected, caught.value

@@ -3,8 +3,12 @@
 The runner gives every node its readings (``_readings``), starts each
 ``[[aggregate]]`` query and ``[[estimate]]`` at its time from its origin, and
 reports each one beside the **truth**: the same function applied centrally to
-the readings of the nodes that were up when it started (for tree queries, by
-the function's own exact monoid, so "exact" means equal bit for bit).
+the readings of the nodes that were up when it started, in the query's
+segment if it names one (for tree queries, by the function's own exact
+monoid, lifting each reading with its node id as the nodes do, so "exact"
+means equal bit for bit). A ``collect`` result holds up to ``limit`` pairs, so
+its report entry holds their count, the cut and whether they equal the
+truth's, not the pairs themselves.
 
 A query's **cost** is counted on the wire, per query: the nodes send through
 ``CountingTransport``, which attributes each ``AGG_QUERY`` and ``AGG_REPLY``
@@ -26,7 +30,7 @@ from typing import Any
 
 from gridmesh.node import Node
 from gridmesh.protocols import Delivery, Peer
-from gridmesh.protocols.aggregation import DEFAULT_REGISTRY, AggregateResult
+from gridmesh.protocols.aggregation import DEFAULT_REGISTRY, AggregateResult, Collection
 from gridmesh.scenarios._readings import Value, reading_table
 from gridmesh.scenarios._report import rounded
 from gridmesh.scenarios._schema import AggregateSpec, EstimateSpec, Scenario
@@ -165,13 +169,23 @@ def _constant(value: Value, now: float) -> Value:
 class QueryRecord:
     """One scripted tree query: what was asked, of whom, and what came back."""
 
-    __slots__ = ("origin", "query_id", "readers", "readers_at_result", "result", "spec", "up")
+    __slots__ = (
+        "origin",
+        "params",
+        "query_id",
+        "readers",
+        "readers_at_result",
+        "result",
+        "spec",
+        "up",
+    )
 
-    def __init__(self, spec: AggregateSpec, origin: int) -> None:
+    def __init__(self, spec: AggregateSpec, origin: int, params: dict[str, Any]) -> None:
         self.spec = spec
         self.origin = origin
+        self.params = params  # what the query runs with (collect's bytes_max filled in)
         self.query_id: int | None = None  # None: the origin was down, nothing sent
-        self.readers: list[int] = []  # nodes holding the reading, up at at_s
+        self.readers: list[int] = []  # nodes holding the reading, in the segment, up at at_s
         self.up = 0  # nodes up at at_s
         self.readers_at_result = 0
         self.result: AggregateResult | None = None
@@ -194,19 +208,25 @@ def schedule_queries(
     scenario: Scenario, sim: Simulator
 ) -> tuple[list[QueryRecord], list[EstimateRecord]]:
     """Schedule every ``[[aggregate]]`` and ``[[estimate]]``; their records fill as they run."""
-    queries = [QueryRecord(spec, scenario.origin_id(spec)) for spec in scenario.aggregate]
+    queries = [
+        QueryRecord(spec, scenario.origin_id(spec), scenario.aggregate_params(spec))
+        for spec in scenario.aggregate
+    ]
     estimates = [EstimateRecord(spec, scenario.origin_id(spec)) for spec in scenario.estimate]
     holders = {name: scenario.reading_holders(name) for name in scenario.readings}
     node_count = scenario.node_count
 
     for query in queries:
+        held = holders[query.spec.reading]
+        if query.spec.segment is not None:
+            members = set(scenario.group_ids(query.spec.segment))
+            held = [node_id for node_id in held if node_id in members]
 
-        def ask(now: float, query: QueryRecord = query) -> None:
+        def ask(now: float, query: QueryRecord = query, held: list[int] = held) -> None:
             node = sim.node(query.origin)
             if node is None:
                 return
             spec = query.spec
-            held = holders[spec.reading]
             query.readers = [node_id for node_id in held if sim.is_up(node_id)]
             query.up = sum(1 for node_id in range(1, node_count + 1) if sim.is_up(node_id))
 
@@ -219,11 +239,12 @@ def schedule_queries(
                 spec.reading,
                 now=now,
                 on_result=on_result,
-                params=spec.params,
+                params=query.params,
                 fanout=spec.fanout,
                 hops=spec.hops,
                 timeout_s=spec.timeout_s,
                 replies_min=spec.replies_min,
+                segment=spec.segment,
             )
 
         sim.schedule(query.spec.at_s, ask)
@@ -260,11 +281,11 @@ def aggregate_report(
     report: list[dict[str, object]] = []
     for record in records:
         spec = record.spec
-        function = DEFAULT_REGISTRY.create(spec.function, spec.params)
+        function = DEFAULT_REGISTRY.create(spec.function, record.params)
         column = table[spec.reading]
         partial = function.identity()
         for node_id in record.readers:
-            partial = function.combine(partial, function.lift(column[node_id]))
+            partial = function.combine(partial, function.lift_from(node_id, column[node_id]))
         truth = function.finish(partial)
         result = record.result
         cost = None
@@ -275,7 +296,8 @@ def aggregate_report(
             "origin": record.origin,
             "function": spec.function,
             "reading": spec.reading,
-            "params": spec.params,
+            "params": record.params,
+            "segment": spec.segment,
             "sent": record.query_id is not None,
             "answered": result is not None,
             "nodes_up": record.up,
@@ -402,7 +424,18 @@ def _relative_error(value: object, truth: object) -> object:
 
 
 def _plain(value: Any) -> Any:
-    """A result as JSON holds it: tuples as lists, a histogram as its fields."""
+    """A result as JSON holds it: tuples as lists, a histogram as its fields.
+
+    A ``Collection`` is summarized (its pairs could fill a message): ``pairs``
+    (how many), ``dropped``, ``cut``, ``truncated``.
+    """
+    if isinstance(value, Collection):
+        return {
+            "pairs": len(value.values),
+            "dropped": value.dropped,
+            "cut": value.cut,
+            "truncated": value.truncated,
+        }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = dataclasses.fields(value)
         return {field.name: _plain(getattr(value, field.name)) for field in fields}

@@ -103,7 +103,11 @@ def _entries(section: object) -> list[dict[str, Any]]:
 
 
 def _aggregate_rows(query: dict[str, Any]) -> list[tuple[str, str]]:
-    title = f"{query['function']}({query['reading']}) from {query['origin']} at {query['at_s']} s"
+    segment = f" in {query['segment']}" if query.get("segment") else ""
+    title = (
+        f"{query['function']}({query['reading']}){segment} "
+        f"from {query['origin']} at {query['at_s']} s"
+    )
     if query.get("value") is None and not query["answered"]:
         return [(title, "not sent (origin down)" if not query["sent"] else "no result")]
     readers = query["readers_up"]
@@ -162,6 +166,8 @@ def _value(value: object, float_format: str = "{:,.3f}") -> str:
         return "-"
     if isinstance(value, list):
         return " / ".join(_value(item, float_format) for item in value)
+    if isinstance(value, dict) and "pairs" in value:  # a collection, summarized
+        return f"{value['pairs']:,} pairs, {value['dropped']:,} dropped"
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):

@@ -12,12 +12,14 @@ from gridmesh.errors import LocalProtocolError
 from gridmesh.node import NodeConfig
 from gridmesh.protocols.aggregation import (
     AGG_FANOUT_MAX,
+    COLLECT_VECTOR_LENGTH_MAX,
     DEFAULT_REGISTRY,
     PUSHSUM_FUNCTIONS,
     PUSHSUM_ROUNDS_MAX,
     READING_BYTES_MAX,
+    REPLY_OVERHEAD_BYTES,
 )
-from gridmesh.protocols.membership import check_profile
+from gridmesh.protocols.membership import GROUP_BYTES_MAX, check_profile
 from gridmesh.scenarios._readings import ReadingSpec
 from gridmesh.sim import NetworkConfig, RouterTopologyConfig
 from gridmesh.wire import TOPIC_BYTES_MAX
@@ -176,7 +178,8 @@ class AggregateSpec(_Spec):
     """One tree-aggregation query (seed 000's request-response gossip) from ``origin``.
 
     Unset ``fanout``, ``hops``, ``timeout_s`` and ``replies_min`` take
-    ``[node.aggregation]``'s defaults.
+    ``[node.aggregation]``'s defaults. With a ``segment`` (a group the roles
+    give their nodes) only that group's nodes contribute; the others relay.
     """
 
     at_s: float = Field(ge=0.0, le=_TIME_S_MAX)
@@ -188,6 +191,9 @@ class AggregateSpec(_Spec):
     hops: int | None = Field(default=None, ge=1, le=64)
     timeout_s: float | None = Field(default=None, gt=0.0, le=86_400.0)
     replies_min: int | None = Field(default=None, ge=0, le=AGG_FANOUT_MAX)
+    segment: str | None = Field(
+        default=None, min_length=1, max_length=GROUP_BYTES_MAX, description="a group name"
+    )
 
     @model_validator(mode="after")
     def _function_known(self) -> AggregateSpec:
@@ -272,13 +278,21 @@ class Scenario(_Spec):
     def _check_queries(self) -> None:
         duration_s = self.simulation.duration_s
         defaults = self.node.aggregation
+        groups = {group for role in self.roles for group in self._role_groups(role)}
         for index, query in enumerate(self.aggregate):
             where = f"aggregate[{index}]"
             self._origin_id(query.origin, where)
             reading = self.readings.get(query.reading)
             if reading is None:
                 raise ValueError(f"{where} names reading {query.reading!r}; define [readings.*]")
-            if query.function == "vector_sum":
+            if query.segment is not None and query.segment not in groups:
+                raise ValueError(
+                    f"{where}: segment {query.segment!r} is no node's group; give a role "
+                    f"groups = [...] (or [node] groups) that holds it"
+                )
+            if query.function == "collect":
+                self._check_collect(query, where)
+            elif query.function == "vector_sum":
                 length = query.params.get("length")
                 if reading.length != length:
                     shape = "a scalar" if reading.length is None else f"{reading.length} elements"
@@ -322,9 +336,43 @@ class Scenario(_Spec):
                     f"{where}: its {rounds} rounds of {pushsum.round_s} s end after the run"
                 )
 
+    def _check_collect(self, query: AggregateSpec, where: str) -> None:
+        length = self.readings[query.reading].length
+        if length is not None and length > COLLECT_VECTOR_LENGTH_MAX:
+            raise ValueError(
+                f"{where}: collect takes a number or a vector of at most "
+                f"{COLLECT_VECTOR_LENGTH_MAX} elements; reading {query.reading!r} has {length}"
+            )
+        bytes_max = self.aggregate_params(query)["bytes_max"]
+        most = self.node.message_bytes_max - REPLY_OVERHEAD_BYTES
+        if not isinstance(bytes_max, int) or bytes_max > most:
+            raise ValueError(
+                f"{where}: collect bytes_max {bytes_max} would not fit one reply of "
+                f"node.message_bytes_max ({self.node.message_bytes_max}): at most {most}"
+            )
+
+    def aggregate_params(self, query: AggregateSpec) -> dict[str, Any]:
+        """The params ``query`` runs with: ``collect``'s ``bytes_max`` defaults, as in
+        ``Node.collect``, to what fits one reply of ``node.message_bytes_max``."""
+        params = dict(query.params)
+        if query.function == "collect":
+            params.setdefault("bytes_max", self.node.message_bytes_max - REPLY_OVERHEAD_BYTES)
+        return params
+
     @property
     def node_count(self) -> int:
         return sum(role.count for role in self.roles)
+
+    def group_ids(self, group: str) -> list[int]:
+        """The node ids whose role (or ``[node]``) lists ``group`` in its groups."""
+        ids: list[int] = []
+        for role in self.roles:
+            if group in self._role_groups(role):
+                ids.extend(self.role_ids(role.name))
+        return ids
+
+    def _role_groups(self, role: RoleSpec) -> tuple[str, ...]:
+        return self.node.groups if role.groups is None else role.groups
 
     def node_configs(self) -> list[tuple[range, RoleSpec, NodeConfig]]:
         """Each role's node ids and node configuration (``node`` plus its profile)."""
@@ -336,7 +384,7 @@ class Scenario(_Spec):
                 {
                     **base,
                     "service": role.service or role.name,
-                    "groups": self.node.groups if role.groups is None else role.groups,
+                    "groups": self._role_groups(role),
                 }
             )
             result.append((range(first, first + role.count), role, config))
