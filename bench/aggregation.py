@@ -6,18 +6,22 @@
     .venv/bin/python bench/aggregation.py pushsum --nodes 2000     # a quick look
 
 ``tree``: static full membership, 5-50 ms links, the default query (fanout 8,
-10 hops, 10 s). One query at a time, from a different origin each, for
-``sum``, ``count``, ``min``, ``max`` and ``vector_sum`` of a 3-period night
-vector (seed 000's second scenario), each compared with the truth computed
-here (``math.fsum``; exact means equal, bit for bit). Between queries nothing
-else runs, so the simulator's per-node send counters give each query's cost:
-messages sent per node (mean, 99th percentile, max) against the fanout. With
-``--crash F`` a share F of the nodes crashes at random times during each
-query's first 0.3 s (each query on a fresh network), and ``--loss`` drops
-messages; the bench then checks the coverage against the truth: ``count``
-must equal ``contributors``, and with ``--nodes`` up to 1024 a histogram
-with one bin per node id says whose readings are in the result (each at
-most once, and as many as reported).
+10 hops, 10 s) unless ``--fanout`` says otherwise. The query spreads as
+infect-and-die gossip, so about n e^-fanout nodes never hear of it and are
+counted nowhere: at 10^5 nodes fanout 8 leaves about a hundred out (the result
+says complete: every node it *reached* answered); exactness over every node
+needs fanout >= ln n + c (16 at 10^5). One query at a time, from a different
+origin each, for ``sum``, ``count``, ``min``, ``max`` and ``vector_sum`` of a
+3-period night vector (seed 000's second scenario), each compared with the
+truth computed here (``math.fsum``; exact means equal, bit for bit). Between
+queries nothing else runs, so the simulator's per-node send counters give each
+query's cost: messages sent per node (mean, 99th percentile, max) against the
+fanout. With ``--crash F`` a share F of the nodes crashes at random times
+during each query's first 0.3 s (each query on a fresh network), and
+``--loss`` drops messages; the bench then checks the coverage against the
+truth: ``count`` must equal ``contributors``, and with ``--nodes`` up to 1024
+a histogram with one bin per node id says whose readings are in the result
+(each at most once, and as many as reported).
 
 ``pushsum``: static full membership, 5-50 ms links (``--loss`` per message),
 one round per second. Node 1 starts a ``mean`` and a ``sum`` of each node's
@@ -46,7 +50,12 @@ from typing import Any
 from gridmesh import __version__
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
-from gridmesh.protocols.aggregation import AggregateResult, HistogramResult, PushSumConfig
+from gridmesh.protocols.aggregation import (
+    AggregateResult,
+    HistogramResult,
+    PushSumConfig,
+    TreeAggregationConfig,
+)
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
 from gridmesh.sim import LinkClass, NetworkConfig, Simulator, UniformLatency
 
@@ -138,10 +147,17 @@ def night_of(node_id: int) -> list[float]:
     return [value, 2.0 * value, float(node_id % 7)]
 
 
-def tree_run(nodes: int, seed: int, *, loss: float, crash: float) -> dict[str, Any]:
+def tree_run(
+    nodes: int, seed: int, *, loss: float, crash: float, fanout: int | None
+) -> dict[str, Any]:
     link = LinkClass(latency=UniformLatency(low_s=0.005, high_s=0.05), loss=loss)
     directory = PeerDirectory(Peer(i, str(i)) for i in range(1, nodes + 1))
-    config = NodeConfig(membership=FullMembershipConfig(exchange_interval_s=0))
+    aggregation = (
+        TreeAggregationConfig() if fanout is None else TreeAggregationConfig(fanout=fanout)
+    )
+    config = NodeConfig(
+        membership=FullMembershipConfig(exchange_interval_s=0), aggregation=aggregation
+    )
     fanout = config.aggregation.fanout
     timeout_s = config.aggregation.timeout_s
 
@@ -276,10 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", choices=["flow", "push"], default="flow")
     parser.add_argument("--functions", default="mean,sum,size")
     parser.add_argument("--crash", type=float, default=0.0, help="tree: share crashed per query")
+    parser.add_argument(
+        "--fanout", type=int, help="tree: targets per node (default: the protocol's, 8)"
+    )
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.bench == "tree":
-        result = tree_run(args.nodes, args.seed, loss=args.loss, crash=args.crash)
+        result = tree_run(
+            args.nodes, args.seed, loss=args.loss, crash=args.crash, fanout=args.fanout
+        )
     else:
         functions = [f for f in args.functions.split(",") if f]
         result = pushsum_run(
