@@ -37,6 +37,7 @@ expect tens of minutes on a busy machine and a few GiB of memory.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import platform
@@ -62,6 +63,9 @@ from gridmesh.sim import LinkClass, NetworkConfig, Simulator, UniformLatency
 START_S = 1.0
 #: The histogram function's bin limit: the fault run's whose-reading check needs a bin per node.
 HISTOGRAM_BINS_MAX = 1024
+#: Millions of long-lived objects: collect the young generation less often
+#: (measured at 2 x 10^4 nodes: a push-sum run 25-30% faster, same results).
+GC_THRESHOLDS = (100_000, 50, 100)
 
 
 def pushsum_run(
@@ -84,6 +88,7 @@ def pushsum_run(
         return node
 
     sim.add_nodes(nodes, make)
+    gc.freeze()  # the nodes live to the end: the collector need not walk them again
     total = math.fsum(readings)
     truth = {"mean": total / nodes, "sum": total, "size": float(nodes)}
     started: dict[str, int] = {}
@@ -297,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
+    gc.set_threshold(*GC_THRESHOLDS)
     if args.bench == "tree":
         result = tree_run(
             args.nodes, args.seed, loss=args.loss, crash=args.crash, fanout=args.fanout
