@@ -73,6 +73,7 @@ def test_without_faults_the_night_totals_equal_the_truth_exactly(seed: int) -> N
     assert largest["value"] == largest["truth"] == max(totals), f"seed {seed}"
     for query in (vector, count, largest):
         assert query["exact"] and query["complete"], f"seed {seed}: {query}"
+        assert query["fanout"] == 12  # the example's, not the default
         assert query["contributors"] == query["readers_up"] == len(meters)
         assert query["took_part"] == query["nodes_up"] == scenario.node_count
         assert query["missing"] == query["declined"] == 0

@@ -11,11 +11,13 @@ from gridmesh.errors import LocalProtocolError
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
 from gridmesh.protocols.aggregation import (
+    AGG_FANOUT_DEFAULT,
     AggregateResult,
     HistogramResult,
     TreeAggregationConfig,
 )
 from gridmesh.protocols.membership import (
+    CyclonConfig,
     FullMembershipConfig,
     HyParViewConfig,
     PeerDirectory,
@@ -358,6 +360,40 @@ def test_readings_are_bounded_and_removable() -> None:
     node.set_reading("b", lambda now: 1)
 
 
+def reliable_fanout(nodes: int, reliability: float) -> int:
+    """Kermarrec et al.: mean fanout ln n + c reaches all with probability exp(-exp(-c))."""
+    return math.ceil(math.log(nodes) - math.log(-math.log(reliability)))
+
+
+@pytest.mark.parametrize("nodes", [20, 1000, 30_000])
+def test_the_default_fanout_reaches_every_node_with_the_reliability(nodes: int) -> None:
+    node, transport = lone_node(peers=nodes)
+    node.aggregate("sum", "kwh", now=0.0, on_result=print)
+    expected = reliable_fanout(nodes, 0.99)
+    assert expected == {20: 8, 1000: 12, 30_000: 15}[nodes]
+    assert node.aggregation.default_fanout() == expected
+    queries = sent(transport, Kind.AGG_QUERY)
+    assert len({destination for destination, _ in queries}) == len(queries) == expected
+    assert {m.body[3] for _, m in queries} == {expected}  # relays use the origin's fanout
+
+
+def test_a_set_fanout_or_an_unknown_size_gives_a_fixed_fanout() -> None:
+    node, _ = lone_node(peers=1000, fanout=5)
+    assert node.aggregation.default_fanout() == 5  # a fanout set is the fanout
+    node, _ = lone_node(peers=1000, reliability=0.999, network_size=100_000)
+    assert node.aggregation.default_fanout() == reliable_fanout(100_000, 0.999) == 19
+    node, _ = lone_node(peers=10_000, fanout_max=12)
+    assert reliable_fanout(10_000, 0.99) == 14
+    assert node.aggregation.default_fanout() == 12  # clamped to what receivers accept
+    transport = RecordingTransport()
+    config = NodeConfig(membership=CyclonConfig())  # a partial view keeps no size
+    cyclon = Node(1, transport=transport, rng=random.Random(1), config=config)
+    assert cyclon.aggregation.default_fanout() == AGG_FANOUT_DEFAULT == 8
+    results: list[AggregateResult] = []
+    cyclon.aggregate("sum", "kwh", now=0.0, on_result=results.append)
+    assert [r.fanout for r in results] == [8]  # alone: answered at once, with its fanout
+
+
 def test_an_idle_node_reports_zero_counters_and_builds_nothing() -> None:
     node, _ = lone_node(readings={})
     assert node.stats()["aggregation_queries"] == 0
@@ -375,14 +411,10 @@ def reading_of(node_id: int) -> float:
     return rng.choice((1e-3, 1.0, 1e6)) * rng.random()
 
 
-def simulated(
-    *, seed: int, loss: float = 0.0, wire_fidelity: bool = False, fanout: int = 12
-) -> Simulator:
+def simulated(*, seed: int, loss: float = 0.0, wire_fidelity: bool = False) -> Simulator:
+    """``NODES`` nodes of full membership with the default query (fanout 12 at 1000 nodes)."""
     link = LinkClass(latency=UniformLatency(low_s=0.005, high_s=0.05), loss=loss)
-    config = NodeConfig(
-        membership=FullMembershipConfig(exchange_interval_s=0),
-        aggregation=TreeAggregationConfig(fanout=fanout),
-    )
+    config = NodeConfig(membership=FullMembershipConfig(exchange_interval_s=0))
     sim, _ = mesh(
         NODES, config, NetworkConfig(lan=link, wan=link), seed=seed, wire_fidelity=wire_fidelity
     )
@@ -444,6 +476,7 @@ def test_with_no_fault_every_function_is_exact_over_every_node(seed: int) -> Non
         [result] = results
         assert result.value == truth[function], f"seed {seed}: {function}"
         assert (result.contributors, result.complete) == (NODES, True), f"seed {seed}"
+        assert result.fanout == 12, "ln 1000 + 4.6 (reliability 0.99), rounded up"
         assert result.finished_at < 2.0, f"seed {seed}: answered when all children answered"
     nodes = [node for node_id in range(1, NODES + 1) if (node := sim.node(node_id))]
     assert [node.node_id for node in nodes if node.rejected] == [], f"seed {seed}"

@@ -351,7 +351,11 @@ class Node:
         aggregation = self._aggregation
         if aggregation is None:
             aggregation = self._aggregation = TreeAggregation(
-                self, self.config.aggregation, self.membership, self._functions
+                self,
+                self.config.aggregation,
+                self.membership,
+                self._functions,
+                size_estimate=self._size_estimate,
             )
         return aggregation
 

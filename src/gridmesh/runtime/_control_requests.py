@@ -176,6 +176,7 @@ def aggregate_answer(result: AggregateResult) -> dict[str, object]:
         "missing": result.missing,
         "declined": result.declined,
         "complete": result.complete,
+        "fanout": result.fanout,
         "elapsed_s": round(result.finished_at - result.started_at, 6),
     }
 

@@ -316,6 +316,7 @@ def aggregate_report(
                 missing=result.missing,
                 declined=result.declined,
                 complete=result.complete,
+                fanout=result.fanout,
                 coverage=rounded(result.contributors / len(record.readers))
                 if record.readers
                 else None,

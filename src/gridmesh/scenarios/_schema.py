@@ -308,7 +308,7 @@ class Scenario(_Spec):
             fanout = defaults.fanout if query.fanout is None else query.fanout
             hops = defaults.hops if query.hops is None else query.hops
             timeout_s = defaults.timeout_s if query.timeout_s is None else query.timeout_s
-            if fanout > defaults.fanout_max or hops > defaults.hops_max:
+            if (fanout or 0) > defaults.fanout_max or hops > defaults.hops_max:
                 raise ValueError(f"{where}: fanout or hops above node.aggregation's limits")
             if not 0.001 <= timeout_s / hops <= defaults.hop_timeout_s_max:
                 raise ValueError(

@@ -66,6 +66,7 @@ from gridmesh.protocols.aggregation._registry import (
     builtin_registry,
 )
 from gridmesh.protocols.aggregation._tree import (
+    AGG_FANOUT_DEFAULT,
     AGG_FANOUT_MAX,
     HOP_TIMEOUT_MS_MAX,
     READING_BYTES_MAX,
@@ -79,6 +80,7 @@ from gridmesh.protocols.aggregation._tree import (
 )
 
 __all__ = [
+    "AGG_FANOUT_DEFAULT",
     "AGG_FANOUT_MAX",
     "COLLECT_BYTES_MAX",
     "COLLECT_BYTES_MIN",

@@ -358,8 +358,8 @@ class CollectResult:
     ``values``: ``(node_id, value)`` pairs by node id; ``dropped``: readings
     collected but cut by ``limit`` or ``bytes_max``, those of node ids ``cut``
     and above (``None``: nothing dropped); ``contributors`` ==
-    ``len(values) + dropped`` unless a node lied; ``missing`` and ``declined``
-    as in ``AggregateResult``.
+    ``len(values) + dropped`` unless a node lied; ``missing``, ``declined`` and
+    ``fanout`` as in ``AggregateResult``.
     """
 
     query_id: int
@@ -373,6 +373,7 @@ class CollectResult:
     declined: int
     started_at: float
     finished_at: float
+    fanout: int = 0
 
     @property
     def truncated(self) -> bool:
