@@ -111,7 +111,12 @@ def me(node_id: int) -> list[object]:
         (Kind.VIEW_SHUFFLE, [me(5), [me(2)] * 1100]),  # more entries than the wire allows
         (Kind.VIEW_SHUFFLE_REPLY, [[me(2), "x"]]),
         (Kind.PING_REQ, []),
+        (Kind.PING, [me(5), True, -1]),  # a negative number of links
+        (Kind.PING, [me(5), True, 65]),  # more links than any active view holds
+        (Kind.PING, [me(5), True, 2, 0]),
         (Kind.ACK, ["5"]),
+        (Kind.ACK, [5, "2"]),
+        (Kind.ACK, [5, 2, 0]),
     ],
 )
 def test_malformed_active_view_messages_are_refused_and_counted(kind: Kind, body: object) -> None:
@@ -142,7 +147,7 @@ def test_a_ping_from_a_stranger_is_answered_and_remembered() -> None:
     node.start(0.0)
     node.receive(Envelope(Kind.PING, 9, 7, 7, "", 0, 0, [me(7), False]), "a7", 0.5)
     (_, to, ack) = transport.sent[-1]
-    assert to.node_id == 7 and ack.kind is Kind.ACK and ack.body == [1]
+    assert to.node_id == 7 and ack.kind is Kind.ACK and ack.body == [1, 0]  # id, links
     membership = node.membership
     assert isinstance(membership, HyParView)
     assert [p.node_id for p in membership.passive()] == [7]
@@ -178,6 +183,37 @@ def test_a_high_priority_neighbour_request_names_the_neighbour_it_displaced() ->
     assert disconnect[1].body == [me(9)]
     linked = {p.node_id for p in node.membership.neighbors()}
     assert 9 in linked and dropped not in linked and len(linked) == CONFIG.active_size
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_an_eviction_spares_neighbours_with_few_links(seed: int) -> None:
+    transport = RecordingTransport()
+    node = full_view(transport)
+    node.rng.seed(seed)
+    # Neighbours say how many links they have: 2 and 6 are full, 3-5 are short.
+    node.receive(Envelope(Kind.ACK, 70, 2, 2, "", 0, 0, [2, 5]), "a2", 0.2)
+    node.receive(Envelope(Kind.PING, 71, 3, 3, "", 0, 0, [me(3), True, 1]), "a3", 0.2)
+    node.receive(Envelope(Kind.ACK, 72, 4, 4, "", 0, 0, [4, 2]), "a4", 0.2)
+    node.receive(Envelope(Kind.PING, 73, 5, 5, "", 0, 0, [me(5), True, 4]), "a5", 0.2)
+    # 6 said nothing: counted as full.
+    node.receive(Envelope(Kind.VIEW_NEIGHBOR, 50, 9, 9, "", 0, 0, [me(9), True]), "a9", 0.5)
+    (dropped,) = [p.node_id for _, p, m in transport.sent if m.kind is Kind.VIEW_DISCONNECT]
+    assert dropped in (2, 6), f"seed {seed}: dropped {dropped}, a neighbour short of links"
+    assert node.rejected is None
+
+
+def test_pings_and_acks_say_how_many_links_the_sender_has() -> None:
+    transport = RecordingTransport()
+    node = full_view(transport)
+    node.receive(Envelope(Kind.PING, 71, 3, 3, "", 0, 0, [me(3), True, 1]), "a3", 2.0)
+    (_, to, ack) = transport.sent[-1]
+    assert to.node_id == 3 and ack.body == [1, CONFIG.active_size]
+    node.receive(Envelope(Kind.ACK, 72, 4, 4, "", 0, 0, [4]), "a4", 2.0)  # older nodes: no count
+    assert node.rejected is None
+    transport.sent.clear()
+    node.handle_timer(2.5)  # 2, 5 and 6 silent since 0.1: probed
+    pings = {p.node_id: m.body for _, p, m in transport.sent if m.kind is Kind.PING}
+    assert set(pings) == {2, 5, 6} and pings[2] == [me(1), True, CONFIG.active_size]
 
 
 def test_a_disconnect_naming_a_partner_asks_the_partner_at_once() -> None:

@@ -59,7 +59,10 @@ requests are refused; thin views used to wait ``escalate_after_s`` for their
 one escalated request, and a joiner whose two links died within a second was
 cut off (3 of 200 rounds partitioned, one node each). With the thin rule,
 none at seed 1 and one at seed 2: a node worn down by four displacements in
-12 s became thin a second after its last link had crashed. Acceptances
+12 s became thin a second after its last link had crashed. So evictions
+spare thin nodes: every ``PING`` to a neighbour and every ``ACK`` says how
+many links its sender has, and a node that must drop a neighbour (and has
+no silent one) drops one of those with the most links. Acceptances
 beyond the free slots are undone with ``DISCONNECT``. A
 candidate that does not answer within ``neighbor_timeout_s`` is removed from
 the passive view. A node with no candidates left joins again through a seed: at
@@ -164,6 +167,7 @@ from gridmesh.wire import Envelope, Kind
 __all__ = ["HyParView", "HyParViewConfig"]
 
 _VIEW_MAX = 1000
+_ACTIVE_MAX = 64
 _WALK_MAX = 32
 _JOIN_RETRY_MAX_S = 60.0
 _INDIRECT_PENDING_MAX = 64
@@ -178,7 +182,7 @@ class HyParViewConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["hyparview"] = "hyparview"
-    active_size: int = Field(default=5, ge=1, le=64)
+    active_size: int = Field(default=5, ge=1, le=_ACTIVE_MAX)
     passive_size: int = Field(default=100, ge=1, le=_VIEW_MAX)
     active_walk_length: int = Field(default=6, ge=1, le=_WALK_MAX)
     passive_walk_length: int = Field(default=3, ge=0, le=_WALK_MAX)
@@ -231,6 +235,7 @@ class HyParView:
     __slots__ = (
         "_active",
         "_config",
+        "_degrees",
         "_heard",
         "_host",
         "_indirect",
@@ -265,6 +270,7 @@ class HyParView:
         self._passive: list[Peer] = []
         self._passive_ids: list[int] = []
         self._heard: dict[int, float] = {}  # active neighbour -> last time it was heard from
+        self._degrees: dict[int, int] = {}  # active neighbour -> its active view, as it said
         # NEIGHBOR request id -> (candidate, sent at, high priority, a refresh)
         self._requests: dict[int, tuple[Peer, float, bool, bool]] = {}
         self._recent_failures: list[float] = []  # when neighbours were declared failed
@@ -362,7 +368,7 @@ class HyParView:
                 continue
             if silence < interval:
                 continue
-            host.send((peer,), new_envelope(host, Kind.PING, [self._me(), True], now))
+            host.send((peer,), new_envelope(host, Kind.PING, self._ping_body(), now))
             if silence >= 2 * interval and config.indirect_probes:
                 helpers = [p for p in self._active if p.node_id != peer.node_id]
                 host.rng.shuffle(helpers)
@@ -744,14 +750,24 @@ class HyParView:
         host.send((origin,), reply)
         self._keep_passive([origin, *entries], [p.node_id for p in answer])
 
+    def _ping_body(self) -> list[object]:
+        """A neighbour's PING: who we are, that we link to it, how many links we have."""
+        return [self._me(), True, len(self._active)]
+
     def _on_ping(self, message: Envelope, body: list[object], source: str, now: float) -> None:
         host = self._host
+        if body and (
+            len(body) not in (2, 3)
+            or type(body[1]) is not bool
+            or (len(body) == 3 and not _is_degree(body[2]))
+        ):
+            raise MalformedMessage("PING body must be [descriptor, from_neighbor(, degree)]")
         position = self._position(self._active, message.sender)
         if position >= 0:
             to = self._active[position]
+            if len(body) == 3:
+                self._degrees[to.node_id] = body[2]  # type: ignore[assignment]
         elif body:  # a live node we do not link to
-            if len(body) != 2 or type(body[1]) is not bool:
-                raise MalformedMessage("PING body must be [descriptor, from_neighbor]")
             to = self._described(message, body, sender=True)
             if not body[1]:
                 self._keep_passive([to], [])  # a passive probe: remember a live node
@@ -760,9 +776,8 @@ class HyParView:
             else:
                 host.send((to,), new_envelope(host, Kind.VIEW_DISCONNECT, [], now))
                 self._keep_passive([to], [])
-        host.send(
-            (Peer(message.sender, source),), new_envelope(host, Kind.ACK, [host.node_id], now)
-        )
+        ack = [host.node_id, len(self._active)]  # our links: a neighbour's eviction choice
+        host.send((Peer(message.sender, source),), new_envelope(host, Kind.ACK, ack, now))
 
     def _on_ping_req(self, message: Envelope, body: list[object], source: str, now: float) -> None:
         if len(body) != 1:
@@ -781,12 +796,14 @@ class HyParView:
         host.send((target,), new_envelope(host, Kind.PING, [], now))
 
     def _on_ack(self, message: Envelope, body: list[object], now: float) -> None:
-        about = body[0] if len(body) == 1 else None
-        if type(about) is not int:
-            raise MalformedMessage("ACK body must be [about_node_id]", field="body")
+        about = body[0] if len(body) in (1, 2) else None
+        if type(about) is not int or (len(body) == 2 and not _is_degree(body[1])):
+            raise MalformedMessage("ACK body must be [about_node_id(, degree)]", field="body")
         if about != message.sender:  # an indirect ack, relayed by a helper
             self.observe(about, now)
             return
+        if len(body) == 2 and about in self._heard:  # an active neighbour's own ack
+            self._degrees[about] = body[1]  # type: ignore[assignment]
         self._passive_pings.pop(about, None)
         waiting = self._indirect.pop(about, None)
         if waiting:  # we pinged `about` for others: tell them it answered
@@ -798,7 +815,9 @@ class HyParView:
     def _add_active(self, peer: Peer, now: float, *, partner: Peer | None = None) -> Peer | None:
         """Link ``peer``; if the view is full, drop a neighbour and return it.
 
-        The dropped one is the most silent suspect, else a random neighbour;
+        The dropped one is the most silent suspect, else a random one of the
+        neighbours with the most links (as their last PING or ACK said; unknown
+        counts as a full view), so a thin neighbour is not worn down further;
         its ``DISCONNECT`` names ``partner`` (a node with a free slot) if given.
         """
         host = self._host
@@ -811,7 +830,10 @@ class HyParView:
             if suspects:
                 victim = suspects[0]
             else:
-                victim = self._active[int(host.rng.random() * len(self._active))]
+                full, degrees = self._config.active_size, self._degrees
+                most = max(degrees.get(p.node_id, full) for p in self._active)
+                richest = [p for p in self._active if degrees.get(p.node_id, full) == most]
+                victim = richest[int(host.rng.random() * len(richest))]
             self._remove_active(victim.node_id)
             self._keep_passive([victim], [])
             hint = (
@@ -831,6 +853,7 @@ class HyParView:
         if position >= 0:
             self._active.pop(position)
             self._heard.pop(node_id, None)
+            self._degrees.pop(node_id, None)
 
     def _remove_passive(self, node_id: int) -> None:
         ids = self._passive_ids
@@ -852,6 +875,11 @@ class HyParView:
     def _entries_max() -> int:
         # The wire limit, not our own shuffle sizes: peers may be configured otherwise.
         return _SHUFFLE_ACTIVE_MAX + _VIEW_MAX + 1
+
+
+def _is_degree(value: object) -> bool:
+    """An active-view size as PING and ACK carry it."""
+    return type(value) is int and 0 <= value <= _ACTIVE_MAX
 
 
 def _pick(host: Host, peers: list[Peer], count: int) -> list[Peer]:
