@@ -10,7 +10,7 @@ from gridmesh.protocols import Delivery, Peer
 from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
 from gridmesh.sim import ConstantLatency, LinkClass, NetworkConfig, Simulator
-from gridmesh.wire import Envelope
+from gridmesh.wire import Envelope, Kind
 
 
 @dataclass
@@ -166,3 +166,23 @@ def overlay_mesh(
     for node_id in range(1, count + 1):
         sim.add_nodes(1, make, start_at=spread_s * (node_id - 1) / count)
     return sim
+
+
+def sent(
+    transport: RecordingTransport, kind: Kind, *, acks: bool = False
+) -> list[tuple[int, Envelope]]:
+    """(destination, message) of each message of ``kind`` sent, and forget them.
+
+    Tree aggregation's ACK replies (a child's value arrived) are left out unless ``acks``.
+    """
+    found = [
+        (peer.node_id, m)
+        for _, peer, m in transport.sent
+        if m.kind is kind and (acks or not is_ack(m))
+    ]
+    transport.sent.clear()
+    return found
+
+
+def is_ack(message: Envelope) -> bool:
+    return message.kind is Kind.AGG_REPLY and message.body[2:] == [3]

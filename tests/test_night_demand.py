@@ -106,9 +106,13 @@ def test_under_loss_and_crashes_the_result_comes_by_the_timeout_with_its_coverag
     for query in (vector, count, largest, again):
         assert query["answered"], "seed 3"
         assert query["seconds"] <= 10.0  # by the origin's timeout, whatever was lost
-        assert 0 < query["contributors"] < query["readers_up"], "seed 3"
-        assert query["missing"] > 0 and not query["exact"]
+        assert query["missing"] > 0  # lost queries and "not your child" answers, at least
         assert query["coverage"] == round(query["contributors"] / query["readers_up"], 6)
+    for query in (vector, count, largest):  # crashed parents took their subtrees along
+        assert 0 < query["contributors"] < query["readers_up"], "seed 3"
+        assert not query["exact"]
+    # After the crashes, loss alone costs nothing: a value reply goes again until acked.
+    assert again["contributors"] == again["readers_up"] and again["exact"], "seed 3"
     # A count is the contributors, by definition: the coverage the origin reports is honest.
     assert count["value"] == count["contributors"]
     # Needs are never negative, so a partial sum stays below the truth, period by period.
@@ -129,9 +133,16 @@ def test_each_query_is_charged_its_own_messages_only() -> None:
     assert sum(q["messages"] for q in queries) == report["messages_sent"]
     assert sum(q["bytes"] for q in queries) == report["bytes_sent"]
     fanout = scenario.node.aggregation.fanout
+    assert fanout is not None
+    nodes = scenario.node_count
     for query in queries:
-        # Each node asks `fanout` children once and answers each query copy once.
-        assert query["messages"] == 2 * fanout * scenario.node_count
+        # Each node asks `fanout` children once and answers each query copy once, and
+        # each value reply but the origin's result is acknowledged once ...
+        base = 2 * fanout * nodes + (nodes - 1)
+        # ... unless its ACK was slower than a quarter of the hop budget (a WAN link's
+        # tail): then a copy of the reply went, and got an ACK of its own.
+        extra = query["messages"] - base
+        assert 0 <= extra <= nodes // 20 and extra % 2 == 0, query["messages"]
         assert query["messages_per_node"]["max"] >= fanout
 
 
@@ -357,7 +368,8 @@ def test_a_segment_query_and_collect_are_reported_against_the_segments_truth() -
 
 
 def test_under_loss_a_collect_holds_fewer_pairs_than_the_truth_and_is_not_exact() -> None:
-    link = 'loss = 0.1\nlatency = { model = "uniform", low_s = 0.002, high_s = 0.010 }\n'
+    # 40%: a value reply goes up to four times until acknowledged, so 10% lost nothing.
+    link = 'loss = 0.4\nlatency = { model = "uniform", low_s = 0.002, high_s = 0.010 }\n'
     lossy = f"[network.lan]\n{link}[network.wan]\n{link}[node.membership]"
     text = SEGMENTS.replace("[node.membership]", lossy)
     scenario = parse_scenario(text)

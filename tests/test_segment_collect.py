@@ -31,7 +31,7 @@ from gridmesh.protocols.aggregation import (
 from gridmesh.protocols.membership import FullMembershipConfig, HyParViewConfig, PeerDirectory
 from gridmesh.sim import LinkClass, NetworkConfig, Simulator, UniformLatency
 from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, encode
-from tests.helpers import RecordingTransport
+from tests.helpers import RecordingTransport, sent
 
 QUERY_ID = 7
 ORIGIN = 2
@@ -84,12 +84,6 @@ def query(
 def value_reply(sender: int, partial: object, contributors: int = 1) -> Envelope:
     body = [ORIGIN, QUERY_ID, 0, partial, contributors, 0, 0]
     return Envelope(Kind.AGG_REPLY, 1000 + sender, sender, sender, "", 0, 0, body)
-
-
-def sent(transport: RecordingTransport, kind: Kind) -> list[tuple[int, Envelope]]:
-    found = [(peer.node_id, m) for _, peer, m in transport.sent if m.kind is kind]
-    transport.sent.clear()
-    return found
 
 
 def test_a_node_in_the_segment_answers_with_its_own_id_and_value() -> None:

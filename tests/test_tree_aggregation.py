@@ -24,7 +24,7 @@ from gridmesh.protocols.membership import (
 )
 from gridmesh.sim import LinkClass, NetworkConfig, Simulator, UniformLatency
 from gridmesh.wire import Envelope, Kind
-from tests.helpers import RecordingTransport, mesh, overlay_mesh
+from tests.helpers import RecordingTransport, mesh, overlay_mesh, sent
 
 QUERY_ID = 7
 ORIGIN = 2
@@ -80,13 +80,6 @@ def reply(
 
 def value_reply(sender: int, partial: object, contributors: int = 1, missing: int = 0) -> Envelope:
     return reply(sender, 0, partial, contributors, missing, 0)
-
-
-def sent(transport: RecordingTransport, kind: Kind) -> list[tuple[int, Envelope]]:
-    """(destination, message) of each message of ``kind`` sent, and forget them."""
-    found = [(peer.node_id, m) for _, peer, m in transport.sent if m.kind is kind]
-    transport.sent.clear()
-    return found
 
 
 def targets_of(transport: RecordingTransport) -> list[int]:
@@ -155,7 +148,10 @@ def test_a_late_reply_is_counted_and_not_merged() -> None:
     transport.sent.clear()
     node.receive(value_reply(4, 100), "4", 3.5)
     node.receive(reply(5, 1), "5", 3.5)  # a late "not your child" is nothing to count
-    assert transport.sent == []
+    # The late value is acknowledged all the same: its sender must stop sending copies.
+    assert [(d, m.body) for d, m in sent(transport, Kind.AGG_REPLY, acks=True)] == [
+        (4, [ORIGIN, QUERY_ID, 3])
+    ]
     assert node.stats()["aggregation_late"] == 1
     assert node.rejected is None
 
@@ -166,7 +162,7 @@ def test_a_leaf_answers_at_once_with_its_own_value() -> None:
     assert [(d, m.body) for d, m in sent(transport, Kind.AGG_REPLY)] == [
         (ORIGIN, [ORIGIN, QUERY_ID, 0, 3, 1, 0, 0])
     ]
-    assert transport.wakes == []
+    assert transport.wakes == [(1, 1.25)]  # no waiting; a copy if no ACK within 1/4 budget
 
 
 def test_a_node_without_the_reading_relays_and_adds_nothing() -> None:
@@ -258,7 +254,7 @@ def test_a_reply_too_large_for_a_message_is_declined() -> None:
         (Envelope(Kind.AGG_QUERY, 1, 2, 2, "", 0, 3, {"function": "sum"}), "malformed"),
         (Envelope(Kind.AGG_REPLY, 1, 3, 3, "", 0, 0, [ORIGIN, QUERY_ID]), "malformed"),
         (Envelope(Kind.AGG_REPLY, 1, 3, 3, "", 0, 0, None), "malformed"),
-        (reply(3, 3), "malformed"),
+        (reply(3, 4), "malformed"),  # no such status
         (reply(3, 0), "malformed"),  # a value reply without its value
         (reply(3, 1, 5, 1, 0, 0), "malformed"),  # a status reply with one
         (reply(3, 0, 1, -1, 0, 0), "malformed"),  # a negative count
@@ -282,12 +278,47 @@ def test_bad_input_is_counted_and_never_merged(message: Envelope, reason: str) -
     assert final.body == [ORIGIN, QUERY_ID, 0, 4, 4, 0, 0]
 
 
-def test_a_second_reply_from_one_child_is_refused() -> None:
+def test_a_second_value_from_one_child_is_acknowledged_and_not_merged() -> None:
     node, transport = lone_node(peers=9, readings={"kwh": 1}, fanout=3)
     node.receive(query(), "2", 1.0)
-    first, *_ = targets_of(transport)
+    first, second, third = targets_of(transport)
     node.receive(value_reply(first, 1), str(first), 1.1)
-    node.receive(value_reply(first, 1), str(first), 1.1)
+    node.receive(value_reply(first, 1), str(first), 1.2)  # a copy: our ACK was lost
+    acks = [(d, m.body) for d, m in sent(transport, Kind.AGG_REPLY, acks=True)]
+    assert acks == [(first, [ORIGIN, QUERY_ID, 3])] * 2
+    assert node.stats()["aggregation_duplicates"] == 1 and node.rejected is None
+    node.receive(reply(first, 1), str(first), 1.2)  # any other second answer is refused
+    assert node.rejected == {"unexpected": 1}
+    node.receive(value_reply(second, 1), str(second), 1.3)
+    node.receive(value_reply(third, 1), str(third), 1.3)
+    [(_, final)] = sent(transport, Kind.AGG_REPLY)
+    assert final.body == [ORIGIN, QUERY_ID, 0, 4, 4, 0, 0]  # each child once
+    node.receive(value_reply(first, 1), str(first), 1.4)  # a copy after we replied
+    assert node.stats()["aggregation_duplicates"] == 2
+    assert node.stats()["aggregation_late"] == 0
+
+
+def test_a_value_reply_is_sent_again_until_acknowledged() -> None:
+    node, transport = lone_node(readings={"kwh": 3})
+    node.receive(query(hops_left=1, hop_timeout_ms=1000), "2", 1.0)
+    [(_, first)] = sent(transport, Kind.AGG_REPLY)
+    for copy, at in enumerate((1.25, 1.5, 1.75), start=1):  # a quarter budget apart, 3 times
+        node.handle_timer(at)
+        [(parent, again)] = sent(transport, Kind.AGG_REPLY)
+        assert parent == ORIGIN and again is first
+        assert node.stats()["aggregation_resent"] == copy
+    node.handle_timer(5.0)
+    assert sent(transport, Kind.AGG_REPLY) == []  # reply_retries spent
+
+    node, transport = lone_node(readings={"kwh": 3})
+    node.receive(query(hops_left=1, hop_timeout_ms=1000), "2", 1.0)
+    transport.sent.clear()
+    node.receive(reply(ORIGIN, 3), "2", 1.1)  # the parent's ACK
+    node.receive(reply(ORIGIN, 3), "2", 1.1)  # a second one: nothing to do
+    node.handle_timer(5.0)
+    assert transport.sent == [] and node.stats()["aggregation_resent"] == 0
+    assert node.rejected is None
+    node.receive(reply(ORIGIN, 3, query_id=99), "2", 1.1)  # an ACK for no query at all
     assert node.rejected == {"unexpected": 1}
 
 

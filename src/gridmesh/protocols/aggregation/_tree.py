@@ -52,6 +52,17 @@ that probability (Kermarrec, Massoulié, Ganesh 2003): 17 at 10^5 nodes for
 view knows no size and asks 8; over HyParView, fanout 0 floods the active
 view, which reaches every node of a connected overlay.
 
+**Value replies are acknowledged** (``ACK``, a fourth reply status). A lost
+reply used to drop its whole subtree: with 5% loss a query covered 65-84% of
+10^4 nodes (99.97-100% with copies and ACKs). A node sends its value reply
+again every quarter of a hop's budget until its parent acknowledges it
+(``reply_retries`` copies at most); the parent waits a budget longer than the
+child, so copies come in time. The parent merges each child once and
+acknowledges every copy, even after it replied. A crashed parent still
+loses its subtree: sending the value to a second parent could count it twice
+(the first may have merged it and lost every ACK), and ``contributors`` must
+stay exact.
+
 **Coverage travels with the value.** A value reply carries how many nodes'
 readings its partial holds (``contributors``), how many targets in its subtree
 had not answered when their parent replied (``missing``: dead, slow, lost
@@ -85,8 +96,13 @@ waiting    NOT_CHILD / DECLINED from an unanswered target    target no longer aw
                                                              done → reply → *answered*
 waiting    deadline                                          unanswered targets are missing;
                                                              reply → *answered*
-waiting    reply from a non-target, or a second one          raise ``UnexpectedMessage``
-answered   VALUE reply                                       count late, drop
+waiting    VALUE from a target already merged (a copy)       ACK; count duplicate, drop
+waiting    reply from a non-target, or a second non-VALUE    raise ``UnexpectedMessage``
+answered   VALUE reply                                       ACK; count duplicate (merged
+                                                             before) or late, drop
+replied    ACK from the parent                               no more copies
+replied    a quarter budget with no ACK                      send the VALUE again, at
+                                                             most ``reply_retries`` times
 unknown    any reply                                         raise ``UnexpectedMessage``
 =========  ================================================  ======================
 
@@ -130,8 +146,9 @@ Bodies (see docs/PROTOCOL.md, "Tree aggregation"):
   replies_min]``, or those and ``[service, group]`` (the segment; each text or
   null, not both null); ``hops_left`` in the envelope;
 * ``AGG_REPLY``: ``[query_origin, query_id, 0, partial, contributors, missing,
-  declined]`` (VALUE), ``[query_origin, query_id, 1]`` (NOT_CHILD) or
-  ``[query_origin, query_id, 2]`` (DECLINED).
+  declined]`` (VALUE), ``[query_origin, query_id, 1]`` (NOT_CHILD),
+  ``[query_origin, query_id, 2]`` (DECLINED) or ``[query_origin, query_id, 3]``
+  (ACK, a parent to a child that sent a VALUE).
 """
 
 from __future__ import annotations
@@ -182,11 +199,14 @@ AGG_FANOUT_DEFAULT = 8
 READING_BYTES_MAX = 64
 #: The largest per-hop budget a query may carry: one hour.
 HOP_TIMEOUT_MS_MAX = 3_600_000
+#: Copies of one value reply a node may send after the first.
+REPLY_RETRIES_MAX = 8
 
 #: Reply statuses.
 VALUE = 0
 NOT_CHILD = 1
 DECLINED = 2
+ACK = 3
 
 #: The application's source of one reading: called with ``now``; returns the value
 #: to lift (an int, a float, a vector ...) or ``None`` when it has none.
@@ -230,6 +250,13 @@ class TreeAggregationConfig(BaseModel):
         ge=0,
         le=AGG_FANOUT_MAX,
         description="reply once this many children answered with a value; 0: wait for all",
+    )
+    reply_retries: int = Field(
+        default=3,
+        ge=0,
+        le=REPLY_RETRIES_MAX,
+        description="a value reply with no ACK is sent again this often, a quarter of a hop's "
+        "budget apart",
     )
     fanout_max: int = Field(
         default=AGG_FANOUT_MAX, ge=1, le=AGG_FANOUT_MAX, description="receivers clamp to this"
@@ -298,10 +325,12 @@ class _Query:
 
     __slots__ = (
         "answered",
+        "budget_s",
         "contributors",
         "declined",
         "fanout",
         "function",
+        "merged",
         "missing",
         "name",
         "on_result",
@@ -328,6 +357,7 @@ class _Query:
         self.waiting = waiting  # targets that have not answered
         self.replies_min = replies_min
         self.answered = 0  # targets that answered with a value
+        self.merged: set[int] = set()  # those targets, to know a resent reply
         self.missing = 0
         self.declined = 0
         self.on_result: ResultCallback | None = None  # the origin's only, like name and reading
@@ -336,6 +366,7 @@ class _Query:
         self.segment: Scope | None = None
         self.started_at = 0.0
         self.fanout = 0
+        self.budget_s = 0.0  # a hop's budget: copies of our reply go a quarter of it apart
 
     def done(self) -> bool:
         return not self.waiting or 0 < self.replies_min <= self.answered
@@ -350,13 +381,16 @@ class TreeAggregation:
         "_config",
         "_functions",
         "_host",
+        "_merged",
         "_peers",
         "_pending",
         "_readings",
         "_seen",
         "_size_estimate",
+        "_unacked",
         "answered",
         "declined",
+        "duplicates",
         "late",
         "missing",
         "not_child",
@@ -364,6 +398,7 @@ class TreeAggregation:
         "oversized",
         "queries",
         "reading_errors",
+        "resent",
     )
 
     def __init__(
@@ -380,6 +415,12 @@ class TreeAggregation:
         self._functions = functions
         self._size_estimate = size_estimate
         self._pending: dict[QueryKey, _Query] = {}
+        # Children whose values were merged into queries answered already (the
+        # newest pending_max), so a resent value is acknowledged, not counted late.
+        self._merged: dict[QueryKey, set[int]] = {}
+        # Value replies sent and not yet acknowledged: query -> (parent, reply, copies
+        # left, seconds between copies).
+        self._unacked: dict[QueryKey, tuple[Peer, Envelope, int, float]] = {}
         self._seen = SeenCache(config.seen_max)
         self._readings: dict[str, ReadingProvider] = {}
         self.queries = 0  # queries this node started
@@ -387,6 +428,8 @@ class TreeAggregation:
         self.not_child = 0  # "not your child" replies sent
         self.declined = 0  # DECLINED replies sent
         self.late = 0  # value replies that came after this node had replied
+        self.resent = 0  # copies of value replies sent for want of an ACK
+        self.duplicates = 0  # value replies merged already, acknowledged again
         self.missing = 0  # targets that had not answered when this node replied
         self.reading_errors = 0  # local readings that failed or did not fit the function
         self.overloaded = 0  # queries declined because pending_max were waiting
@@ -547,6 +590,8 @@ class TreeAggregation:
         "not_child",
         "declined",
         "late",
+        "resent",
+        "duplicates",
         "missing",
         "reading_errors",
         "overloaded",
@@ -570,7 +615,7 @@ class TreeAggregation:
         if message.kind is Kind.AGG_QUERY:
             self._on_query(message, source, now)
         elif message.kind is Kind.AGG_REPLY:
-            self._on_reply(message, now)
+            self._on_reply(message, source, now)
 
     def _on_query(self, message: Envelope, source: str, now: float) -> None:
         key = (message.origin, message.message_id)
@@ -598,24 +643,43 @@ class TreeAggregation:
         own = self._own(function, reading, now, segment)
         hops_left = min(message.hops_left, config.hops_max) - 1
         targets = self._targets(fanout, sender.node_id, segment) if hops_left > 0 else []
+        budget_s = min(hop_timeout_ms / 1000.0, config.hop_timeout_s_max)
         if not targets:  # a leaf: answer at once
-            self._reply(key, sender, function, own[0], coverage=(own[1], 0, 0), now=now)
+            coverage = (own[1], 0, 0)
+            self._reply(
+                key, sender, function, own[0], coverage=coverage, budget_s=budget_s, now=now
+            )
             return
         self._host.send(targets, message.relayed(self._host.node_id, hops_left))
         query = _Query(function, own, sender, _ids(targets), min(replies_min, AGG_FANOUT_MAX))
-        budget_s = min(hop_timeout_ms / 1000.0, config.hop_timeout_s_max)
+        query.budget_s = budget_s
         self._wait(key, query, now + hops_left * budget_s, now)
 
-    def _on_reply(self, message: Envelope, now: float) -> None:
+    def _on_reply(self, message: Envelope, source: str, now: float) -> None:
         key, status, body = parse_reply_head(message.body)
+        sender = message.sender
+        if status == ACK:
+            unacked = self._unacked.get(key)
+            if unacked is not None and unacked[0].node_id == sender:
+                del self._unacked[key]
+            elif key not in self._seen:
+                raise UnexpectedMessage("AGG_REPLY for no query this node knows", field="body")
+            return  # else a second ACK, or one for a reply we gave up on
         query = self._pending.get(key)
         if query is None:
             if key not in self._seen:
                 raise UnexpectedMessage("AGG_REPLY for no query this node knows", field="body")
-            if status == VALUE:  # the query was answered here already: too late to merge
-                self.late += 1
+            if status == VALUE:
+                if sender in self._merged.get(key, ()):
+                    self.duplicates += 1  # a copy whose first ACK was lost
+                else:  # the query was answered here already: too late to merge
+                    self.late += 1
+                self._ack(sender, source, key, now)  # either way: no more copies
             return
-        sender = message.sender
+        if status == VALUE and sender in query.merged:
+            self.duplicates += 1
+            self._ack(sender, source, key, now)
+            return
         if sender not in query.waiting:
             raise UnexpectedMessage("AGG_REPLY from a peer this node did not ask", field="sender")
         if status == VALUE:
@@ -628,11 +692,17 @@ class TreeAggregation:
             query.missing = _capped(query.missing + missing)
             query.declined = _capped(query.declined + declined)
             query.answered += 1
+            query.merged.add(sender)
+            self._ack(sender, source, key, now)
         elif status == DECLINED:
             query.declined = _capped(query.declined + 1)
         query.waiting.discard(sender)
         if query.done():
             self._finish(key, now)
+
+    def _ack(self, sender: int, source: str, key: QueryKey, now: float) -> None:
+        """Tell a child its value reply arrived, so it sends no more copies."""
+        self._send_status(Peer(sender, source), key, ACK, now)
 
     # -- the steps -----------------------------------------------------------
 
@@ -702,10 +772,23 @@ class TreeAggregation:
         unanswered = len(query.waiting)
         self.missing += unanswered
         missing = _capped(query.missing + unanswered)
+        if query.merged:
+            merged = self._merged
+            merged[key] = query.merged
+            if len(merged) > self._config.pending_max:
+                del merged[next(iter(merged))]
         if query.parent is not None:
             coverage = (query.contributors, missing, query.declined)
             parent, function = query.parent, query.function
-            self._reply(key, parent, function, query.partial, coverage=coverage, now=now)
+            self._reply(
+                key,
+                parent,
+                function,
+                query.partial,
+                coverage=coverage,
+                budget_s=query.budget_s,
+                now=now,
+            )
             return
         assert query.on_result is not None
         result = AggregateResult(
@@ -731,9 +814,15 @@ class TreeAggregation:
         value: object,
         *,
         coverage: tuple[int, int, int],
+        budget_s: float,
         now: float,
     ) -> None:
-        """Send ``parent`` the partial ``value`` and ``(contributors, missing, declined)``."""
+        """Send ``parent`` the partial ``value`` and ``(contributors, missing, declined)``.
+
+        Until the parent acknowledges it, the same reply goes again every quarter
+        of a hop's budget, ``reply_retries`` times at most: the parent waits at
+        least a budget longer than this node, so the copies come in time.
+        """
         host = self._host
         body = [*key, VALUE, function.encode(value), *coverage]
         message = new_envelope(host, Kind.AGG_REPLY, body, now)
@@ -744,6 +833,24 @@ class TreeAggregation:
             return
         self.answered += 1
         host.send([parent], message)
+        retries = self._config.reply_retries
+        if retries and len(self._unacked) < self._config.pending_max:
+            interval = budget_s / 4
+            self._unacked[key] = (parent, message, retries, interval)
+            host.call_at(now + interval, partial(self._resend, key, message))
+
+    def _resend(self, key: QueryKey, message: Envelope, now: float) -> None:
+        unacked = self._unacked.get(key)
+        if unacked is None or unacked[1] is not message:
+            return  # acknowledged
+        parent, _, left, interval = unacked
+        self.resent += 1
+        self._host.send([parent], message)
+        if left > 1:
+            self._unacked[key] = (parent, message, left - 1, interval)
+            self._host.call_at(now + interval, partial(self._resend, key, message))
+        else:
+            del self._unacked[key]
 
     def _send_status(self, peer: Peer, key: QueryKey, status: int, now: float) -> None:
         host = self._host
@@ -836,8 +943,8 @@ def parse_reply_head(body: object) -> tuple[QueryKey, int, list[object]]:
         or not 0 <= query_id <= UINT64_MAX
     ):
         raise MalformedMessage("AGG_REPLY must name [origin, query_id]", field="body")
-    if status not in (VALUE, NOT_CHILD, DECLINED) or type(status) is not int:
-        raise MalformedMessage("AGG_REPLY status must be 0, 1 or 2", field="body")
+    if status not in (VALUE, NOT_CHILD, DECLINED, ACK) or type(status) is not int:
+        raise MalformedMessage("AGG_REPLY status must be 0, 1, 2 or 3", field="body")
     if (len(body) == 7) != (status == VALUE):
         raise MalformedMessage("a VALUE reply has 7 items, the others 3", field="body")
     return (origin, query_id), status, body
