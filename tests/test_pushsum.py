@@ -86,15 +86,17 @@ def test_a_joining_node_absorbs_the_flow_and_gives_half_back_in_its_reply() -> N
     node, transport = lone_node()
     node.receive(flow(1, 3.0, 0.5), "2", 1.0)
     (peer, reply), (_, push) = sent(transport)
-    # joined with (4, 1), absorbed (3, 0.5): (7, 1.5); half back; ack of seq 1
+    # joined with (4, 1): half of that back, then absorbed (3, 0.5): (5, 1); ack of seq 1.
+    # (The requester kept half of its own: both ends hold their average, as in
+    # Jelasity's push-pull averaging.)
     assert (peer, reply) == (
         2,
-        [2, ESTIMATE_ID, 1, "mean", "kwh", 40, "flow", 1, 3.5, 0.75, 1, False],
+        [2, ESTIMATE_ID, 1, "mean", "kwh", 40, "flow", 1, 2.0, 0.5, 1, False],
     )
-    # then its first round: half of (3.5, 0.75) to its only peer, cumulative on the link
-    assert push[7:] == [2, 3.5 + 1.75, 0.75 + 0.375, 1, True]
+    # then its first round: half of (5, 1) to its only peer, cumulative on the link
+    assert push[7:] == [2, 2.0 + 2.5, 0.5 + 0.5, 1, True]
     estimate = view(node)
-    assert (estimate.mass, estimate.weight, estimate.initiator) == (1.75, 0.375, INITIATOR)
+    assert (estimate.mass, estimate.weight, estimate.initiator) == (2.5, 0.5, INITIATOR)
     assert node.stats()["pushsum_joined"] == 1
 
 
@@ -102,12 +104,12 @@ def test_a_joining_node_splits_its_mass_among_join_fanout_plus_one_peers() -> No
     node, transport = lone_node(peers=9, join_fanout=3)
     node.receive(flow(1, 3.0, 0.5), "2", 1.0)
     (_, reply), *pushes = sent(transport)
-    assert reply[7:] == [1, 3.5, 0.75, 1, False]
+    assert reply[7:] == [1, 2.0, 0.5, 1, False]  # half its own (4, 1), before absorbing
     assert len(pushes) == 4
     assert len({peer for peer, _ in pushes}) == 4
     assert all(body[11] is True for _, body in pushes)
-    estimate = view(node)  # a fifth of what the reply left
-    assert math.isclose(estimate.mass, 3.5 / 5) and math.isclose(estimate.weight, 0.75 / 5)
+    estimate = view(node)  # a fifth of (2, 0.5) + (3, 0.5)
+    assert math.isclose(estimate.mass, 5 / 5) and math.isclose(estimate.weight, 1 / 5)
     assert (estimate.unsettled, estimate.rounds) == (4, 1)
 
 
@@ -118,7 +120,7 @@ def test_a_copy_of_a_request_adds_nothing_and_is_answered_with_the_same_cumulati
     before = view(node)
     node.receive(flow(1, 3.0, 0.5), "2", 1.1)
     [(_, reply)] = sent(transport)
-    assert reply[7:] == [2, 5.25, 1.125, 1, False]  # everything given on the link so far
+    assert reply[7:] == [2, 4.5, 1.0, 1, False]  # everything given on the link so far
     after = view(node)
     assert (after.mass, after.weight) == (before.mass, before.weight)
 
@@ -211,14 +213,15 @@ def test_without_the_reading_a_node_relays_and_adds_nothing() -> None:
     node, _ = lone_node(reading=None)
     node.receive(flow(1, 3.0, 0.5), "2", 1.0)
     estimate = view(node)
-    assert (estimate.mass * 4, estimate.weight * 4) == (3.0, 0.5)  # half back, half pushed
+    # Nothing of its own to give back; half of what came pushed on at its first round.
+    assert (estimate.mass * 2, estimate.weight * 2) == (3.0, 0.5)
 
 
 def test_a_failing_reading_is_counted_and_adds_nothing() -> None:
     node, _ = lone_node(reading=math.nan)
     node.receive(flow(1, 3.0, 0.5), "2", 1.0)
     assert node.stats()["pushsum_reading_errors"] == 1
-    assert view(node).weight == 0.125
+    assert view(node).weight == 0.25  # as with no reading: half of the 0.5 that came
 
 
 def test_the_message_survives_the_wire() -> None:

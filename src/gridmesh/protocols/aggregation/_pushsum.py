@@ -55,11 +55,16 @@ random peer, as push-sum needs, may never be picked again, so here the
 receiver **replies**, and the requester sends its cumulative again once per
 round until a reply acknowledges it (at most ``retries_max`` times). The reply
 is not wasted: it carries half of the receiver's mass back (a push-pull
-exchange), so information spreads in about ``log3 n`` rounds instead of
-``log2 n + ln n``, which is what lets a sum or a size (whose weight starts at
-one node) reach 1% in 25 rounds at 10^5 nodes. A reply is never acknowledged
-itself: a lost reply leaves the request unacknowledged, and the request's
-next copy fetches the replier's cumulative again. Mass in flight on a link is
+exchange), half of what the receiver held *before* it took the request in,
+so both ends hold the pair's average afterwards, the exchange of Jelasity,
+Montresor and Babaoglu ("Gossip-based aggregation in large dynamic
+networks", ACM TOCS 2005), which cuts the variance the most. Halving after
+taking the request in left the requester three quarters of its own mass and
+half of the other's; at 10^4 nodes the worst node's sum then needed 22
+rounds to come within 1% and 26 within 0.1%; with the averaging exchange, 13
+and 16. A reply is never acknowledged itself: a lost reply leaves the
+request unacknowledged, and the request's next copy fetches the replier's
+cumulative again. Mass in flight on a link is
 ``sent - received`` of its sender; it is back in the sum as soon as one
 message gets through.
 
@@ -85,8 +90,8 @@ unknown          PUSHSUM of an estimate not ended here           join with the s
 unknown          PUSHSUM when ``estimates_max`` run              refused (``overloaded``)
 running epoch e  PUSHSUM of epoch > e                            drop state, join anew
 running epoch e  PUSHSUM of epoch < e, or of an ended estimate   ``stale``, dropped
-running          request with a new sequence number              absorb; give half back
-                                                                 in the reply
+running          request with a new sequence number              give half back in the
+                                                                 reply, then absorb
 running          request already absorbed (a copy)               reply with the same
                                                                  cumulative
 running          reply                                           absorb if new; an ack
@@ -456,14 +461,16 @@ class PushSum:
         if fresh:
             if flow_w < link.received_w:
                 raise MalformedMessage("a cumulative weight shrank", field="body")
-            _absorb(state, flow_s - link.received_s, flow_w - link.received_w)
+            delta_s, delta_w = flow_s - link.received_s, flow_w - link.received_w
+            _absorbed(state, delta_s, delta_w)  # refuse bad mass before anything moves
+            if request:  # a new request: give half back (the pull of push-pull) ...
+                _transfer(state, link)  # ... of the mass we had: both end with the average
+            _absorb(state, delta_s, delta_w)
             link.received_s, link.received_w, link.received_seq = flow_s, flow_w, seq
         if link.awaiting and ack >= link.awaiting:
             link.awaiting = 0
             link.tries = 0
         if request:
-            if fresh:  # a new request: give half back (the pull of push-pull)
-                _transfer(state, link)
             self.replies += 1
             self._send(key, state, link, request=False, now=now)
 
@@ -641,10 +648,15 @@ def _transfer(state: _State, link: _Link) -> None:
 
 
 def _absorb(state: _State, delta_s: float, delta_w: float) -> None:
+    state.s, state.w = _absorbed(state, delta_s, delta_w)
+
+
+def _absorbed(state: _State, delta_s: float, delta_w: float) -> tuple[float, float]:
+    """The mass after taking in a delta; ``MalformedMessage`` if it cannot be taken."""
     s, w = state.s + delta_s, state.w + delta_w
     if not (math.isfinite(s) and math.isfinite(w)) or delta_w < 0:
         raise MalformedMessage("the mass would not be finite and non-negative", field="body")
-    state.s, state.w = s, w
+    return s, w
 
 
 def _view(key: EstimateKey, state: _State) -> Estimate:
