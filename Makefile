@@ -44,7 +44,7 @@ bench-membership: $(STAMP)
 
 # Tree aggregation at 10^5 (exact) and 10^4 (faults), push-sum at 10^5 (a few GiB).
 bench-aggregation: $(STAMP)
-	$(BIN)/python bench/aggregation.py tree --fanout 16 --out bench/results/aggregation-tree.json
+	$(BIN)/python bench/aggregation.py tree --out bench/results/aggregation-tree.json
 	$(BIN)/python bench/aggregation.py tree --nodes 10000 --loss 0.05 --crash 0.05 \
 		--out bench/results/aggregation-tree-faults.json
 	$(BIN)/python bench/aggregation.py pushsum --out bench/results/aggregation-pushsum.json

@@ -306,9 +306,11 @@ def connectivity(nodes: int, seeds: int, compare_seeds: int, workers: int) -> di
 # -- churn ---------------------------------------------------------------------
 
 
-def churn(nodes: int, seed: int, rounds: int, rate: float) -> dict[str, Any]:
+def churn(
+    nodes: int, seed: int, rounds: int, rate: float, protocols: Sequence[str]
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for protocol in ("hyparview", "cyclon"):
+    for protocol in protocols:
         started = time.perf_counter()
         period = ROUND_S[protocol]
         spread = JOIN_SPREAD_S if protocol == "hyparview" else 0.0
@@ -434,6 +436,11 @@ def main() -> int:
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--churn-rounds", type=int, default=200)
+    parser.add_argument(
+        "--churn-protocols",
+        default="hyparview,cyclon",
+        help="churn: which overlays, comma-separated (hyparview, cyclon, newscast)",
+    )
     args = parser.parse_args()
     gc.set_threshold(*GC_THRESHOLDS)
     chosen = (
@@ -452,7 +459,11 @@ def main() -> int:
         elif name == "connectivity":
             payload = connectivity(args.nodes, args.seeds, args.compare_seeds, args.workers)
         else:
-            payload = churn(args.nodes, args.seed, args.churn_rounds, 0.01)
+            protocols = [p for p in args.churn_protocols.split(",") if p]
+            unknown = sorted(set(protocols) - set(PROTOCOLS))
+            if unknown:
+                parser.error(f"--churn-protocols: unknown {', '.join(unknown)}")
+            payload = churn(args.nodes, args.seed, args.churn_rounds, 0.01, protocols)
         _write(name, payload, args)
     return 0
 
