@@ -323,6 +323,7 @@ def churn(
         sim.run(at)
         joined_at: dict[int, int] = {}
         appeared_after: dict[int, int] = {}
+        cut_off: list[dict[str, Any]] = []
         components, shares = [], []
         for r in range(1, rounds + 1):
             live = [i for i in range(1, sim.node_count + 1) if sim.is_up(i)]
@@ -339,9 +340,19 @@ def churn(
                 joined_at[node_id] = r
             sim.run(at + r * period)
             shot = snapshot(sim)
-            sizes = shot.component_sizes()
+            parts = shot.components()
+            sizes = [len(part) for part in parts]
             components.append(len(sizes))
             shares.append(sizes[0] / sum(sizes))
+            for part in parts[1:4]:  # who was cut off, for the record (at most 3 parts)
+                cut_off.append(
+                    {
+                        "round": r,
+                        "nodes": part[:10],
+                        "joined_in_round": [joined_at.get(n) for n in part[:10]],
+                        "views": [list(shot.views[n]) for n in part[:10]],
+                    }
+                )
             listed = {t for view in shot.views.values() for t in view}
             for node_id, when in joined_at.items():
                 if node_id not in appeared_after and node_id in listed and sim.is_up(node_id):
@@ -362,6 +373,7 @@ def churn(
                 "max": waits[-1] if waits else None,
             },
             "joined_alive_never_listed": len(never),
+            "cut_off": cut_off,
             "messages": sim.messages_sent,
             "wall_s": round(time.perf_counter() - started, 1),
         }

@@ -15,6 +15,7 @@ from gridmesh.sim import (
     LinkClass,
     LogNormalLatency,
     NetworkConfig,
+    OverlaySnapshot,
     Simulator,
     UniformLatency,
 )
@@ -179,3 +180,11 @@ def test_byte_counts_come_from_the_real_encoder() -> None:
     sim.schedule(0.0, fire)
     sim.run(1.0)
     assert sim.bytes_sent == sum(sent) and len(sent) == 2
+
+
+def test_an_overlay_snapshot_names_its_components_largest_first() -> None:
+    # 1-2 linked both ways, 4 -> 5 one way (one undirected link), 9 is down, 3 alone.
+    shot = OverlaySnapshot({1: [2], 2: [1], 3: [], 4: [5, 9], 5: []})
+    assert shot.components() == [[1, 2], [4, 5], [3]]
+    assert shot.component_sizes() == [2, 2, 1]
+    assert OverlaySnapshot({}).components() == []

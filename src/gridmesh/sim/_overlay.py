@@ -121,6 +121,17 @@ class OverlaySnapshot:
         _, labels = connected_components(graph, directed=False)
         return sorted(np.bincount(labels).tolist(), reverse=True)
 
+    def components(self) -> list[list[int]]:
+        """The connected components' node ids (each sorted), largest first."""
+        graph, ids = self._undirected()
+        if not ids:
+            return []
+        count, labels = connected_components(graph, directed=False)
+        members: list[list[int]] = [[] for _ in range(count)]
+        for node_id, label in zip(ids, labels.tolist(), strict=True):
+            members[label].append(node_id)
+        return sorted(members, key=lambda m: (-len(m), m[0]))
+
     def largest_component_share(self) -> float:
         """The share of live nodes in the largest connected component."""
         sizes = self.component_sizes()
