@@ -30,8 +30,8 @@ round the relative error of every node's estimate is measured against the
 truth. The acceptance (DESIGN.md): every estimate within 1% after 25 rounds
 and within 0.1% after 35. Prints one line per round (worst node, 99th
 percentile, nodes with no value yet) and, with ``--out``, writes the rows as
-JSON. A 10^5-node run sends about 2 x 10^5 messages per estimate and round:
-expect tens of minutes on a busy machine and a few GiB of memory.
+JSON. A 10^5-node run sends about 2.4 x 10^5 messages per estimate and
+round: 44 minutes and 7 GiB for the three estimates on a busy 2-core machine.
 """
 
 from __future__ import annotations
