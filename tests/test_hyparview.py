@@ -426,3 +426,45 @@ def test_a_thin_view_asks_with_high_priority_one_request_at_a_time() -> None:
     node3.handle_timer(CONFIG.probe_interval_s)
     asks = [m for _, _, m in transport3.sent[sent_before:] if m.kind is Kind.VIEW_NEIGHBOR]
     assert asks and not any(m.body[1] for m in asks)
+
+
+def test_a_view_down_to_one_live_link_asks_two_candidates_with_high_priority() -> None:
+    """A dead candidate costs ``neighbor_timeout_s``; with one link left that is
+    too long to wait for the next escalated request."""
+    transport = RecordingTransport()
+    config = NodeConfig(membership=HyParViewConfig(neighbor_timeout_s=3.0))
+    node = Node(1, transport=transport, rng=random.Random(1), config=config, address="a1")
+    node.start(0.0)
+    node.receive(Envelope(Kind.VIEW_CONNECT, 102, 2, 2, "", 0, 0, [me(2)]), "a2", 0.1)
+    for n in range(30, 50):
+        node.receive(Envelope(Kind.PING, 70 + n, n, n, "", 0, 0, [me(n), False]), f"a{n}", 0.2)
+    sent_before = len(transport.sent)
+    node.handle_timer(CONFIG.probe_interval_s)
+    asks = [(p, m) for _, p, m in transport.sent[sent_before:] if m.kind is Kind.VIEW_NEIGHBOR]
+    assert len(asks) == 4 * CONFIG.repair_parallelism
+    assert [m.body[1] for _, m in asks].count(True) == 2
+    # One low-priority candidate refuses: its slot is asked again, with low priority,
+    # since the two escalated requests are still in flight.
+    peer, low = next((p, m) for p, m in asks if not m.body[1])
+    refusal = [low.message_id, False]
+    node.receive(
+        Envelope(Kind.VIEW_NEIGHBOR_REPLY, 90, peer.node_id, peer.node_id, "", 0, 0, refusal),
+        peer.address,
+        1.2,
+    )
+    sent_before = len(transport.sent)
+    node.handle_timer(2 * CONFIG.probe_interval_s)  # the next tick; nothing timed out
+    again = [m for _, _, m in transport.sent[sent_before:] if m.kind is Kind.VIEW_NEIGHBOR]
+    assert len(again) == 1 and again[0].body[1] is False
+
+
+def test_a_drop_that_leaves_the_view_thin_asks_the_partner_with_high_priority() -> None:
+    transport = RecordingTransport()
+    node = hpv_node(transport)
+    node.start(0.0)
+    for n in (2, 3, 4):
+        node.receive(Envelope(Kind.VIEW_CONNECT, 100 + n, n, n, "", 0, 0, [me(n)]), f"a{n}", 0.1)
+    # Dropped by 3 for a short asker, 40: two live links of five are left.
+    node.receive(Envelope(Kind.VIEW_DISCONNECT, 60, 3, 3, "", 0, 0, [me(40)]), "a3", 0.5)
+    (_, to, ask) = transport.sent[-1]
+    assert to.node_id == 40 and ask.kind is Kind.VIEW_NEIGHBOR and ask.body == [me(1), True]
