@@ -1,6 +1,6 @@
 """Bytes <-> typed messages. No I/O, no clock: see ``_codec`` for the format."""
 
-from gridmesh.wire._codec import check_plain, decode, encode
+from gridmesh.wire._codec import check_plain, decode, encode, int_bytes
 from gridmesh.wire._envelope import (
     ADDRESS_BYTES_MAX,
     AUTH_BYTES_MAX,
@@ -28,4 +28,5 @@ __all__ = [
     "check_plain",
     "decode",
     "encode",
+    "int_bytes",
 ]

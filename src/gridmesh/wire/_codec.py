@@ -120,20 +120,21 @@ def encode(message: Envelope) -> bytes:
         )
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
         raise LocalProtocolError(f"message cannot be encoded: {exc}") from exc
-    tail_bytes = _uint_bytes(message.sender) + _uint_bytes(message.hops_left)
+    tail_bytes = int_bytes(message.sender) + int_bytes(message.hops_left)
     object.__setattr__(message, "wire_prefix", data[: len(data) - tail_bytes])  # a cache
     return data
 
 
-def _uint_bytes(value: int) -> int:
-    """Bytes CBOR takes for an unsigned integer (RFC 8949, section 3.1)."""
-    if value < 24:
+def int_bytes(number: int) -> int:
+    """Bytes CBOR takes for an integer in -2**64..2**64-1 (RFC 8949, section 3.1)."""
+    magnitude = number if number >= 0 else -1 - number
+    if magnitude < 24:
         return 1
-    if value < 0x100:
+    if magnitude < 0x100:
         return 2
-    if value < 0x10000:
+    if magnitude < 0x10000:
         return 3
-    return 5 if value < 0x1_0000_0000 else 9
+    return 5 if magnitude < 0x1_0000_0000 else 9
 
 
 def decode(data: bytes, *, message_bytes_max: int = MESSAGE_BYTES_MAX) -> Envelope:

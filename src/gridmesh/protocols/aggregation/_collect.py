@@ -95,7 +95,7 @@ from gridmesh.protocols.aggregation._functions import (
     _wire_list,
     _wire_number,
 )
-from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX
+from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, int_bytes
 
 __all__ = [
     "COLLECT_BYTES_MAX",
@@ -178,20 +178,8 @@ class _CollectParams(_Params):
 # -- sizes and order ---------------------------------------------------------------------
 
 
-def _int_bytes(number: int) -> int:
-    """CBOR bytes of an integer in -2**64..2**64-1 (RFC 8949, 3.1)."""
-    magnitude = number if number >= 0 else -1 - number
-    if magnitude < 24:
-        return 1
-    if magnitude < 0x100:
-        return 2
-    if magnitude < 0x10000:
-        return 3
-    return 5 if magnitude < 0x1_0000_0000 else 9
-
-
 def _number_bytes(number: Number) -> int:
-    return _int_bytes(number) if type(number) is int else 9  # the codec sends doubles
+    return int_bytes(number) if type(number) is int else 9  # the codec sends doubles
 
 
 def _value_bytes(value: CollectedValue) -> int:
@@ -203,7 +191,7 @@ def _value_bytes(value: CollectedValue) -> int:
 def entry_bytes(entry: Entry) -> int:
     """The CBOR bytes of ``[node_id, value]`` on the wire."""
     node_id, value = entry
-    return 1 + _int_bytes(node_id) + _value_bytes(value)
+    return 1 + int_bytes(node_id) + _value_bytes(value)
 
 
 def _entry_key(entry: Entry) -> tuple[int, tuple[int, object]]:
