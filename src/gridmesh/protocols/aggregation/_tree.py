@@ -324,7 +324,6 @@ class _Query:
     """One query this node waits on children for."""
 
     __slots__ = (
-        "answered",
         "budget_s",
         "contributors",
         "declined",
@@ -356,8 +355,7 @@ class _Query:
         self.parent = parent  # None at the origin
         self.waiting = waiting  # targets that have not answered
         self.replies_min = replies_min
-        self.answered = 0  # targets that answered with a value
-        self.merged: set[int] = set()  # those targets, to know a resent reply
+        self.merged: set[int] = set()  # targets that answered with a value (merged)
         self.missing = 0
         self.declined = 0
         self.on_result: ResultCallback | None = None  # the origin's only, like name and reading
@@ -369,7 +367,7 @@ class _Query:
         self.budget_s = 0.0  # a hop's budget: copies of our reply go a quarter of it apart
 
     def done(self) -> bool:
-        return not self.waiting or 0 < self.replies_min <= self.answered
+        return not self.waiting or 0 < self.replies_min <= len(self.merged)
 
 
 class TreeAggregation:
@@ -691,7 +689,6 @@ class TreeAggregation:
             query.contributors = _capped(query.contributors + contributors)
             query.missing = _capped(query.missing + missing)
             query.declined = _capped(query.declined + declined)
-            query.answered += 1
             query.merged.add(sender)
             self._ack(sender, source, key, now)
         elif status == DECLINED:

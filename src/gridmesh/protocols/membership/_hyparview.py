@@ -457,12 +457,13 @@ class HyParView:
         # alone. Under churn full views refuse low priority, so a thin view used to
         # wait escalate_after_s, and a joiner whose two links died within a round
         # was cut off (the churn bench, round 101).
-        thin = 2 * (len(self._active) - suspects) < config.active_size
+        live = len(self._active) - suspects
+        thin = self._thin(live)
         # One escalated request at a time (each displaces a neighbour of its
         # receiver); two with one live link or none, so a dead candidate, which
         # costs neighbor_timeout_s, does not leave the last link alone that long.
         escalated = sum(1 for _, _, high, _ in self._requests.values() if high)
-        allowed = 2 if len(self._active) - suspects <= 1 else 1
+        allowed = 2 if live <= 1 else 1
         starving = (thin or now - self._short_since >= config.escalate_after_s) and (
             escalated < allowed
         )
@@ -476,9 +477,8 @@ class HyParView:
             self._ask(candidate, alone or more > 0, now)
             more -= 1
 
-    def _thin(self, now: float) -> bool:
-        """Fewer than half a full view of live links: one or two deaths from alone."""
-        live = len(self._active) - len(self._suspects(now))
+    def _thin(self, live: int) -> bool:
+        """``live`` links are fewer than half a full view: one or two deaths from alone."""
         return 2 * live < self._config.active_size
 
     def _asked(self) -> set[int]:
@@ -740,7 +740,7 @@ class HyParView:
             self._keep_passive([partner], [])
             # A swap: the partner has a free slot for us. If the drop left us thin,
             # ask with high priority, or a partner that filled meanwhile refuses.
-            self._ask(partner, self._thin(now), now)
+            self._ask(partner, self._thin(len(self._active) - len(self._suspects(now))), now)
         elif not self._active:
             self._repair(now)  # alone: ask (high priority) now, not at the next probe tick
 
