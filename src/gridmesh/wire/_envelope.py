@@ -91,6 +91,21 @@ class Kind(IntEnum):
     # receiver on this link, seq numbers them, ack is the receiver's seq the sender absorbed
     # last; "push": s and w are the mass given, seq = ack = 0, request false
     PUSHSUM = 26
+    # Event Manager (pub/sub), see protocols/pubsub; bodies documented there
+    PS_SUBSCRIBE = 27
+    PS_SUBACK = 28
+    PS_UNSUBSCRIBE = 29
+    PS_PUBLISH = 30
+    PS_PUBACK = 31
+    PS_DELIVER = 32
+    PS_DELIVER_ACK = 33
+    PS_REPLICATE = 34
+    PS_REPLICATE_ACK = 35
+    PS_PING = 36
+    PS_PONG = 37
+    # service calls, see protocols/rpc: [service, args] and [call_id, status, result]
+    RPC_CALL = 40
+    RPC_RESULT = 41
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
     CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
 

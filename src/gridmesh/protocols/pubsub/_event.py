@@ -1,0 +1,53 @@
+"""An event: what the Event Manager carries (seed 001, section III.B.3).
+
+An event is one observation or command on a hierarchical topic such as
+``MEASUREMENT/SENSOR/1234/PowerConsumption``: the topic, the value(s), the unit,
+when the source took it (``time_us``, microseconds, the source's clock), the
+publishing node (``source``), the source's sequence number (``seq``, from 1, for
+ordering and gap detection) and an ``event_id``: 64 bits the source draws from
+its seeded random source, so that ``(source, event_id)`` names the event
+uniquely even across restarts of the source. Every duplicate check, every
+acknowledgement and the historian's primary key use that pair.
+
+On the wire an event is the array ``[source, event_id, seq, topic, time_us,
+value, unit]``; ``value`` is plain data (see ``gridmesh.wire``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Event", "EventKey"]
+
+#: What names an event: ``(source, event_id)``.
+EventKey = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event. The same type is published, replicated, delivered and stored."""
+
+    topic: str
+    value: object
+    time_us: int
+    source: int
+    seq: int
+    event_id: int
+    unit: str = ""
+
+    @property
+    def key(self) -> EventKey:
+        """``(source, event_id)``: the event's name for duplicate suppression."""
+        return (self.source, self.event_id)
+
+    def to_wire(self) -> list[object]:
+        """``[source, event_id, seq, topic, time_us, value, unit]``."""
+        return [
+            self.source,
+            self.event_id,
+            self.seq,
+            self.topic,
+            self.time_us,
+            self.value,
+            self.unit,
+        ]
