@@ -27,7 +27,11 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy --strict src
 
+# tests/test_topics_mosquitto.py checks topic matching against a real Mosquitto broker.
+MOSQUITTO_INSTALL ?= apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
+
 pytest: $(STAMP)
+	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || ($(MOSQUITTO_INSTALL))
 	$(BIN)/python -m pytest -W error -q
 
 test: lint types pytest

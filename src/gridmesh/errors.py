@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "GridmeshError",
+    "InvalidTopic",
     "LocalProtocolError",
     "MalformedMessage",
     "MessageTooLarge",
@@ -82,6 +83,25 @@ class UnsupportedVersion(RemoteProtocolError):
 
 class LocalProtocolError(GridmeshError):
     """The local application used the API in a way the protocol forbids."""
+
+
+class InvalidTopic(LocalProtocolError):
+    """A topic name or filter breaks the rules of ``gridmesh.topics``.
+
+    Raised to the local caller; a protocol that got the topic from a peer
+    turns it into a ``RemoteProtocolError`` instead.
+
+    ``topic`` is the offending text (``repr`` of the value when it was not
+    text), ``kind`` is ``"name"`` or ``"filter"`` and ``problem`` a short,
+    fixed phrase saying which rule it breaks (see docs/TOPICS.md).
+    """
+
+    def __init__(self, topic: str, problem: str, *, kind: str = "name") -> None:
+        self.topic = topic
+        self.problem = problem
+        self.kind = kind
+        shown = topic if len(topic) <= 80 else topic[:77] + "..."
+        super().__init__(f"invalid topic {kind} {shown!r}: {problem}")
 
 
 class ConfigError(GridmeshError):
