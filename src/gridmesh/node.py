@@ -3,9 +3,9 @@
 Theory of operation
 -------------------
 A ``Node`` owns one instance of each protocol (one membership protocol, chosen
-by its configuration, dissemination, tree aggregation and push-sum, the last
-two built on first use so that a node that never aggregates pays nothing for
-them), routes each incoming message to the
+by its configuration, dissemination, tree aggregation, push-sum and service
+calls, the last three built on first use so that a node that never aggregates
+or calls pays nothing for them), routes each incoming message to the
 protocol whose ``KINDS`` hold its ``kind``, keeps the node's timers, and counts
 what it refused. It is itself sans-I/O: a *driver* feeds it and carries out
 what it asks, through the ``Transport`` interface:
@@ -64,6 +64,12 @@ from gridmesh.protocols.membership import (
     check_profile,
     make_membership,
 )
+from gridmesh.protocols.rpc import (
+    CallResultCallback,
+    ServiceCalls,
+    ServiceCallsConfig,
+    ServiceHandler,
+)
 from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, decode
 
 __all__ = ["Node", "NodeConfig", "Transport"]
@@ -81,6 +87,7 @@ class NodeConfig(BaseModel):
     membership: MembershipConfig = FullMembershipConfig()
     aggregation: TreeAggregationConfig = TreeAggregationConfig()
     pushsum: PushSumConfig = PushSumConfig()
+    services: ServiceCallsConfig = ServiceCallsConfig()
 
     @model_validator(mode="after")
     def _tree_needs_an_active_view(self) -> NodeConfig:
@@ -123,6 +130,7 @@ class Transport(Protocol):
 _Timer = tuple[float, int, Callable[[float], None]]
 _AGGREGATION_KINDS = TreeAggregation.KINDS
 _PUSHSUM_KINDS = PushSum.KINDS
+_SERVICE_KINDS = ServiceCalls.KINDS
 
 
 class Node:
@@ -139,6 +147,7 @@ class Node:
         "_observe",
         "_pushsum",
         "_rng",
+        "_services",
         "_timer_seq",
         "_timers",
         "_transport",
@@ -191,6 +200,7 @@ class Node:
         self._functions = DEFAULT_REGISTRY if functions is None else functions
         self._aggregation: TreeAggregation | None = None
         self._pushsum: PushSum | None = None
+        self._services: ServiceCalls | None = None
 
     # -- the Host interface protocols use ------------------------------------
 
@@ -311,6 +321,10 @@ class Node:
                 if self._observe is not None:
                     self._observe(message.sender, now)
                 self.pushsum.on_message(message, source, now)
+            elif kind in _SERVICE_KINDS:
+                if self._observe is not None:
+                    self._observe(message.sender, now)
+                self.services.on_message(message, source, now)
             else:
                 raise MalformedMessage(f"this node does not handle {kind.name}", field="kind")
         except RemoteProtocolError as error:
@@ -476,15 +490,61 @@ class Node:
         aggregation = self._aggregation
         return None if aggregation is None else aggregation.provider(name)
 
+    @property
+    def services(self) -> ServiceCalls:
+        """Service calls (seed 001's SOA services): what this node exposes and calls."""
+        services = self._services
+        if services is None:
+            services = self._services = ServiceCalls(self, self.config.services)
+        return services
+
+    def expose(self, name: str, handler: ServiceHandler) -> None:
+        """Answer calls of service ``name`` with ``handler(args, now)``.
+
+        The handler returns plain data, or raises ``ServiceFailed(code, detail)``
+        to return an application error; it runs at most once per call.
+        """
+        self.services.expose(name, handler)
+
+    def call(
+        self,
+        target: Peer | int,
+        service: str,
+        args: object = None,
+        *,
+        now: float,
+        on_result: CallResultCallback,
+        timeout_s: float | None = None,
+    ) -> int:
+        """Call ``service`` on ``target`` (a ``Peer``, or the id of a peer in this node's view).
+
+        ``on_result`` gets one ``CallResult``: the value, or a typed ``CallError``
+        (``CallTimeout`` after ``timeout_s``, default ``config.services``'s).
+        Returns the call id.
+        """
+        if not isinstance(target, Peer):
+            known = [p for p in self.membership.neighbors() if p.node_id == target]
+            if not known:
+                raise LocalProtocolError(
+                    f"node {target!r} is not among this node's known peers; "
+                    "pass a Peer(node_id, address) to call it"
+                )
+            target = known[0]
+        return self.services.call(
+            target, service, args, now=now, on_result=on_result, timeout_s=timeout_s
+        )
+
     def stats(self) -> dict[str, int]:
         """Counters for monitoring: deliveries, duplicates, members, refusals by reason."""
         aggregation = self._aggregation
         pushsum = self._pushsum
+        services = self._services
         counters = {
             **self.membership.stats(),
             **self.gossip.stats(),
             **(aggregation.stats() if aggregation is not None else TreeAggregation.idle_stats()),
             **(pushsum.stats() if pushsum is not None else PushSum.idle_stats()),
+            **(services.stats() if services is not None else ServiceCalls.idle_stats()),
         }
         for reason, count in (self.rejected or {}).items():
             counters[f"rejected_{reason}"] = count

@@ -103,9 +103,10 @@ class Kind(IntEnum):
     PS_REPLICATE_ACK = 35
     PS_PING = 36
     PS_PONG = 37
-    # service calls, see protocols/rpc: [service, args] and [call_id, status, result]
-    RPC_CALL = 40
-    RPC_RESULT = 41
+    # service calls, see protocols/rpc/_bodies.py; statuses: 0 ok, 1 unknown service,
+    # 2 service failed, 3 handler crashed, 4 result too large, 5 busy
+    RPC_CALL = 40  # [service, args]; the envelope's message_id is the call id
+    RPC_RESULT = 41  # [call_id, status, value | [code, text] | [size_bytes, limit_bytes] | null]
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
     CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
 
