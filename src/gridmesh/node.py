@@ -64,6 +64,15 @@ from gridmesh.protocols.membership import (
     check_profile,
     make_membership,
 )
+from gridmesh.protocols.pubsub import (
+    Event,
+    EventCallback,
+    EventManager,
+    EventStore,
+    PubSubClient,
+    PubSubConfig,
+    SubscribeResult,
+)
 from gridmesh.protocols.rpc import (
     CallResultCallback,
     ServiceCalls,
@@ -88,6 +97,7 @@ class NodeConfig(BaseModel):
     aggregation: TreeAggregationConfig = TreeAggregationConfig()
     pushsum: PushSumConfig = PushSumConfig()
     services: ServiceCallsConfig = ServiceCallsConfig()
+    pubsub: PubSubConfig = PubSubConfig()
 
     @model_validator(mode="after")
     def _tree_needs_an_active_view(self) -> NodeConfig:
@@ -131,6 +141,8 @@ _Timer = tuple[float, int, Callable[[float], None]]
 _AGGREGATION_KINDS = TreeAggregation.KINDS
 _PUSHSUM_KINDS = PushSum.KINDS
 _SERVICE_KINDS = ServiceCalls.KINDS
+_EVENT_MANAGER_KINDS = EventManager.KINDS
+_PUBSUB_CLIENT_KINDS = PubSubClient.KINDS
 
 
 class Node:
@@ -139,12 +151,14 @@ class Node:
     __slots__ = (
         "_address",
         "_aggregation",
+        "_event_manager",
         "_functions",
         "_gossip_kinds",
         "_me",
         "_membership_kinds",
         "_node_id",
         "_observe",
+        "_pubsub",
         "_pushsum",
         "_rng",
         "_services",
@@ -170,6 +184,7 @@ class Node:
         directory: PeerDirectory | None = None,
         seeds: tuple[Peer, ...] = (),
         functions: FunctionRegistry | None = None,
+        event_store: EventStore | None = None,
     ) -> None:
         if not 0 < node_id <= UINT64_MAX:
             raise LocalProtocolError(f"node id must be in 1..2**64-1, got {node_id}")
@@ -201,6 +216,11 @@ class Node:
         self._aggregation: TreeAggregation | None = None
         self._pushsum: PushSum | None = None
         self._services: ServiceCalls | None = None
+        # An Event Manager of its flow is one from the start; clients are built on first use.
+        self._event_manager: EventManager | None = None
+        if any(ref.node_id == node_id for ref in config.pubsub.event_managers):
+            self._event_manager = EventManager(self, config.pubsub, store=event_store)
+        self._pubsub: PubSubClient | None = None
 
     # -- the Host interface protocols use ------------------------------------
 
@@ -266,6 +286,8 @@ class Node:
         """Begin: join the membership and arm the periodic timers."""
         self.membership.start(now)
         self.gossip.start(now)
+        if self._event_manager is not None:
+            self._event_manager.start(now)
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due at ``now``, then ask to be woken for the next."""
@@ -321,6 +343,15 @@ class Node:
                 if self._observe is not None:
                     self._observe(message.sender, now)
                 self.pushsum.on_message(message, source, now)
+            elif kind is Kind.PS_PONG:  # answers a replica's ping, or a client's, or both
+                if self._event_manager is not None:
+                    self._event_manager.on_message(message, source, now)
+                if self._pubsub is not None or self._event_manager is None:
+                    self.pubsub.on_message(message, source, now)
+            elif kind in _EVENT_MANAGER_KINDS and self._event_manager is not None:
+                self._event_manager.on_message(message, source, now)
+            elif kind in _PUBSUB_CLIENT_KINDS:
+                self.pubsub.on_message(message, source, now)
             elif kind in _SERVICE_KINDS:
                 if self._observe is not None:
                     self._observe(message.sender, now)
@@ -491,6 +522,56 @@ class Node:
         return None if aggregation is None else aggregation.provider(name)
 
     @property
+    def event_manager(self) -> EventManager | None:
+        """This node's Event Manager role, if ``pubsub.event_managers`` lists it."""
+        return self._event_manager
+
+    @property
+    def pubsub(self) -> PubSubClient:
+        """The publisher and subscriber side of this node."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            pubsub = self._pubsub = PubSubClient(self, self.config.pubsub)
+        return pubsub
+
+    def publish(
+        self, topic: str, value: object, *, now: float, unit: str = "", time_us: int | None = None
+    ) -> Event:
+        """Publish an event on ``topic`` through the flow's Event Managers; returns it.
+
+        Delivery is at least once; ``pubsub.on_acked`` hears when the flow stored it.
+        Raises ``InvalidTopic`` for a bad topic, ``PublishQueueFull`` when too many wait.
+        """
+        return self.pubsub.publish(topic, value, now=now, unit=unit, time_us=time_us)
+
+    def subscribe(
+        self,
+        filters: str | Sequence[str],
+        *,
+        now: float,
+        on_event: EventCallback,
+        on_done: Callable[[SubscribeResult], None] | None = None,
+    ) -> int:
+        """Receive every event whose topic matches one of ``filters`` (MQTT rules), once each.
+
+        ``on_event(event, now)`` is called per event; ``on_done`` hears the Event
+        Manager's answer. Returns the request id.
+        """
+        texts = [filters] if isinstance(filters, str) else list(filters)
+        return self.pubsub.subscribe(texts, now=now, on_event=on_event, on_done=on_done)
+
+    def unsubscribe(
+        self,
+        filters: str | Sequence[str],
+        *,
+        now: float,
+        on_done: Callable[[SubscribeResult], None] | None = None,
+    ) -> int:
+        """Stop receiving events for ``filters``."""
+        texts = [filters] if isinstance(filters, str) else list(filters)
+        return self.pubsub.unsubscribe(texts, now=now, on_done=on_done)
+
+    @property
     def services(self) -> ServiceCalls:
         """Service calls (seed 001's SOA services): what this node exposes and calls."""
         services = self._services
@@ -545,6 +626,8 @@ class Node:
             **(aggregation.stats() if aggregation is not None else TreeAggregation.idle_stats()),
             **(pushsum.stats() if pushsum is not None else PushSum.idle_stats()),
             **(services.stats() if services is not None else ServiceCalls.idle_stats()),
+            **(self._pubsub.stats() if self._pubsub is not None else {}),
+            **(self._event_manager.stats() if self._event_manager is not None else {}),
         }
         for reason, count in (self.rejected or {}).items():
             counters[f"rejected_{reason}"] = count

@@ -59,6 +59,7 @@ from gridmesh.protocols.aggregation import (
     ReadingProvider,
     Segment,
 )
+from gridmesh.protocols.pubsub import Event, EventCallback, EventStore, SubscribeResult
 from gridmesh.runtime._address import format_address, ip_endpoint, is_loopback
 from gridmesh.runtime._control_requests import (
     aggregate_answer,
@@ -90,7 +91,9 @@ _CONTROL_KINDS = (Kind.CONTROL, Kind.CONTROL_REPLY)
 #: A control request's name: (request message id, the client's address).
 _ControlKey = tuple[int, tuple[str, int]]
 #: Requests that act, whose answers are kept for resends; the others only read.
-_CONTROL_ACTIONS = frozenset({"broadcast", "aggregate", "start_estimate", "restart_estimate"})
+_CONTROL_ACTIONS = frozenset(
+    {"broadcast", "aggregate", "start_estimate", "restart_estimate", "publish"}
+)
 _ResultT = TypeVar("_ResultT", AggregateResult, CollectResult)
 
 
@@ -107,6 +110,7 @@ class UdpNode(asyncio.DatagramProtocol):
         advertise: str | None = None,
         rng: random.Random | None = None,
         on_delivery: Callable[[Delivery], None] | None = None,
+        event_store: EventStore | None = None,
     ) -> None:
         if config is not None and config.gossip.mode == "hybrid":
             raise LocalProtocolError(
@@ -123,6 +127,7 @@ class UdpNode(asyncio.DatagramProtocol):
             config=config,
             address=self.advertise,
             seeds=seeds,
+            event_store=event_store,
         )
         self.on_delivery = on_delivery
         self.deliveries: OrderedDict[int, Delivery] = OrderedDict()
@@ -159,6 +164,31 @@ class UdpNode(asyncio.DatagramProtocol):
         ``provider=None`` removes the reading; see ``Node.set_reading``.
         """
         self.node.set_reading(name, provider)
+
+    def publish(
+        self, topic: str, value: object, *, unit: str = "", time_us: int | None = None
+    ) -> Event:
+        """Publish an event through the flow's Event Managers; see ``Node.publish``."""
+        return self.node.publish(topic, value, now=time.time(), unit=unit, time_us=time_us)
+
+    def subscribe(
+        self,
+        filters: str | Sequence[str],
+        *,
+        on_event: EventCallback,
+        on_done: Callable[[SubscribeResult], None] | None = None,
+    ) -> int:
+        """Receive events whose topics match ``filters``; see ``Node.subscribe``."""
+        return self.node.subscribe(filters, now=time.time(), on_event=on_event, on_done=on_done)
+
+    def unsubscribe(
+        self,
+        filters: str | Sequence[str],
+        *,
+        on_done: Callable[[SubscribeResult], None] | None = None,
+    ) -> int:
+        """Stop receiving events for ``filters``."""
+        return self.node.unsubscribe(filters, now=time.time(), on_done=on_done)
 
     async def aggregate(
         self,
@@ -488,6 +518,14 @@ class UdpNode(asyncio.DatagramProtocol):
                 "latency_s": round(delivery.received_at - delivery.created_us / 1e6, 6),
                 "hops_left": delivery.hops_left,
             }
+        if op == "publish":
+            topic = request.get("topic")
+            unit = request.get("unit", "")
+            if not isinstance(topic, str) or not isinstance(unit, str):
+                raise LocalProtocolError("publish takes a text topic and an optional text unit")
+            event = self.publish(topic, request.get("value"), unit=unit)
+            log.info("published event=%d seq=%d topic=%s", event.event_id, event.seq, topic)
+            return {"ok": True, "event_id": event.event_id, "seq": event.seq}
         if op == "start_estimate":
             estimate = parse_estimate_request(request)
             estimate_id = self.start_estimate(

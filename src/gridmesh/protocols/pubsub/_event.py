@@ -15,7 +15,7 @@ value, unit]``; ``value`` is plain data (see ``gridmesh.wire``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Event", "EventKey"]
 
@@ -34,6 +34,8 @@ class Event:
     seq: int
     event_id: int
     unit: str = ""
+    #: The encoded size, where an Event Manager measured it (batches stay within a message).
+    wire_bytes: int = field(default=0, compare=False, repr=False)
 
     @property
     def key(self) -> EventKey:
