@@ -501,3 +501,20 @@ def test_a_filter_without_wildcards_matches_only_the_equal_name(name: str) -> No
     assert not matches(name + "/x", name)
     assert not matches(name, name + "/x")
     assert matches("#", name) is (not name.startswith("$"))
+
+
+def test_every_forbidden_code_point_is_refused_and_its_neighbours_are_not() -> None:
+    forbidden = [
+        *range(0x00, 0x20),
+        *range(0x7F, 0xA0),
+        *range(0xD800, 0xE000),
+        *range(0xFDD0, 0xFDF0),
+        *(plane + low for plane in range(0, 0x110000, 0x10000) for low in (0xFFFE, 0xFFFF)),
+    ]
+    for code in forbidden:
+        with pytest.raises(InvalidTopic):
+            validate_topic_name(f"a/{chr(code)}")
+        with pytest.raises(InvalidTopic):
+            validate_topic_filter(f"{chr(code)}/#")
+    for code in (0x20, 0x7E, 0xA0, 0xD7FF, 0xE000, 0xFDCF, 0xFDF0, 0xFFFD, 0x1FFFD, 0x10000):
+        assert validate_topic_name(f"a/{chr(code)}") == f"a/{chr(code)}"
