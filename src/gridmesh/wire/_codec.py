@@ -59,7 +59,7 @@ from gridmesh.wire._envelope import (
     Kind,
 )
 
-__all__ = ["check_plain", "decode", "encode"]
+__all__ = ["check_plain", "decode", "encode", "int_bytes"]
 
 _FIELD_COUNT = 10
 # Tags cbor2 decodes itself (dates, bignums, decimals, regexes, shared values,
@@ -71,7 +71,9 @@ _SEMANTIC_TAGS = (
 _KINDS = {int(kind): kind for kind in Kind}
 _ARRAY_HEAD = b"\x8a"  # CBOR: array of ten items
 _dumps = cbor2.dumps
-_SCALARS = (type(None), bool, int, float, str, bytes)
+# Scalars that are plain data whatever their value (ints are range-checked).
+_UNCHECKED = frozenset({type(None), bool, float, str, bytes})
+_INT_MIN = -UINT64_MAX - 1
 
 
 def _refuse_semantic_tag(value: object, immutable: bool) -> object:
@@ -208,29 +210,39 @@ def _check_uint64(value: object, field: str) -> None:
 
 def check_plain(value: object, *, visits_max: int = 1_000_000) -> None:
     """Raise ``LocalProtocolError`` unless ``value`` is plain data (see ``_envelope``)."""
-    budget = [visits_max]
-    _walk(value, BODY_DEPTH_MAX, budget)
-
-
-def _walk(value: object, depth_left: int, budget: list[int]) -> None:
-    budget[0] -= 1
-    if budget[0] < 0:
+    if visits_max < 1:
         raise LocalProtocolError("body has too many items")
     kind = type(value)
-    if kind in _SCALARS:
-        if kind is int and not -UINT64_MAX - 1 <= value <= UINT64_MAX:  # type: ignore[operator]
+    if kind is int:
+        if not _INT_MIN <= value <= UINT64_MAX:  # type: ignore[operator]
             raise LocalProtocolError("integers must fit in 64 bits")
-        return
-    if depth_left <= 0:
-        raise LocalProtocolError(f"body nested deeper than {BODY_DEPTH_MAX}")
+    elif kind not in _UNCHECKED:
+        _walk(value, kind, BODY_DEPTH_MAX, [visits_max - 1])
+
+
+def _walk(value: object, kind: type, depth_left: int, budget: list[int]) -> None:
+    """Check a container's elements; scalars are checked inline, one call per container.
+
+    Every element is a visit, as is the top-level value: ``budget`` bounds the work.
+    """
     if kind is list or kind is tuple:
-        for element in value:  # type: ignore[attr-defined]
-            _walk(element, depth_left - 1, budget)
-        return
-    if kind is dict:
-        for key, element in value.items():  # type: ignore[attr-defined]
+        elements = value
+    elif kind is dict:
+        for key in value:  # type: ignore[attr-defined]
             if type(key) is not str:
                 raise LocalProtocolError("map keys must be text")
-            _walk(element, depth_left - 1, budget)
-        return
-    raise LocalProtocolError(f"{kind.__name__} is not plain data")
+        elements = value.values()  # type: ignore[attr-defined]
+    else:
+        raise LocalProtocolError(f"{kind.__name__} is not plain data")
+    if depth_left <= 0:
+        raise LocalProtocolError(f"body nested deeper than {BODY_DEPTH_MAX}")
+    budget[0] -= len(value)  # type: ignore[arg-type]
+    if budget[0] < 0:
+        raise LocalProtocolError("body has too many items")
+    for element in elements:  # type: ignore[attr-defined]
+        element_kind = type(element)
+        if element_kind is int:
+            if not _INT_MIN <= element <= UINT64_MAX:
+                raise LocalProtocolError("integers must fit in 64 bits")
+        elif element_kind not in _UNCHECKED:
+            _walk(element, element_kind, depth_left - 1, budget)

@@ -51,7 +51,7 @@ from typing import ClassVar, Protocol
 
 import cbor2
 
-from gridmesh.errors import InvalidTopic, LocalProtocolError, MalformedMessage, UnexpectedMessage
+from gridmesh.errors import InvalidTopic, MalformedMessage, UnexpectedMessage
 from gridmesh.protocols._host import Host, Peer, new_envelope
 from gridmesh.protocols._seen import SeenCache
 from gridmesh.protocols.pubsub._config import PubSubConfig
@@ -76,12 +76,14 @@ from gridmesh.protocols.pubsub._wire import (
     uint,
 )
 from gridmesh.topics import TopicTrie, validate_topic_name
-from gridmesh.wire import Envelope, Kind, check_plain
+from gridmesh.wire import Envelope, Kind, int_bytes
 
 __all__ = ["EventManager", "EventStore"]
 
 # Bytes an envelope and a batch's framing add around the events it carries.
 _ENVELOPE_OVERHEAD_BYTES = 160
+#: Topics whose matching subscribers an Event Manager remembers.
+_MATCHES_CACHED_MAX = 65_536
 _dumps = cbor2.dumps
 
 
@@ -161,6 +163,8 @@ class EventManager:
         }
         self._subscribers: dict[int, _Subscriber] = {}
         self._index: TopicTrie[int] = TopicTrie()
+        # Topic -> matching subscribers: events repeat topics; any filter change clears it.
+        self._matches: dict[str, set[int]] = {}
         self._subscriptions = 0
         self._seen = SeenCache(config.seen_events_max)
         self._buckets: dict[int, _Bucket] = {}
@@ -278,8 +282,8 @@ class EventManager:
                 counters["refused_topic"] += 1
                 answers.append([event_id, PubackStatus.INVALID_TOPIC])
                 continue
-            event = Event(topic, value, time_us, publisher, seq, event_id, unit)
-            size = _event_bytes(event)
+            # The event as relayed is the item with the source in front: same array head.
+            size = _item_bytes(item) + int_bytes(publisher)
             if size > config.event_bytes_max or size < 0:
                 counters["refused_size"] += 1
                 answers.append([event_id, PubackStatus.TOO_LARGE])
@@ -305,8 +309,13 @@ class EventManager:
             self._store.append(accepted)
         for event in accepted:
             self._enqueue(event)
-        ops: list[object] = [[OP_EVENT, event.to_wire()] for event in accepted]
         keys = [event.key for event in accepted]
+        if not any(replica.up for replica in self._replicas.values()):
+            if self._replicas:
+                counters["acked_unreplicated"] += 1
+            self._send(peer, Kind.PS_PUBACK, [[key[1], PubackStatus.ACCEPTED] for key in keys], now)
+            return
+        ops: list[object] = [[OP_EVENT, event.to_wire()] for event in accepted]
         self._waiting.update(keys)
 
         def release() -> None:
@@ -322,7 +331,7 @@ class EventManager:
             raise UnexpectedMessage("an acknowledgement from no subscriber")
         subscriber.last_heard = now
         acked = self._drop_acked(subscriber, keys)
-        if acked:
+        if acked and self._replicas:
             self._originate(
                 [OP_ACKED, subscriber.node_id, [list(key) for key in acked]], 24 * len(acked)
             )
@@ -622,6 +631,8 @@ class EventManager:
 
     def _set_filters(self, subscriber: _Subscriber, wanted: set[str]) -> None:
         node_id = subscriber.node_id
+        if wanted != subscriber.filters:
+            self._matches.clear()
         for gone in subscriber.filters - wanted:
             self._index.remove(gone, node_id)
         for new in wanted - subscriber.filters:
@@ -639,7 +650,12 @@ class EventManager:
 
     def _enqueue(self, event: Event) -> None:
         subscribers = self._subscribers
-        for node_id in self._index.match(event.topic):
+        matched = self._matches.get(event.topic)
+        if matched is None:
+            if len(self._matches) >= _MATCHES_CACHED_MAX:
+                self._matches.clear()
+            matched = self._matches[event.topic] = self._index.match(event.topic)
+        for node_id in matched:
             subscriber = subscribers.get(node_id)
             if subscriber is not None:
                 self._queue_for(subscriber, event)
@@ -836,13 +852,15 @@ class EventManager:
         return frozenset() if subscriber is None else frozenset(subscriber.filters)
 
 
-def _event_bytes(event: Event) -> int:
-    """The event's encoded size; -1 when its value is no plain data."""
+def _item_bytes(item: object) -> int:
+    """A published item's encoded size; -1 when CBOR cannot carry it.
+
+    Its value is plain data already: the decoder checked every body it passed.
+    """
     try:
-        check_plain(event.value, visits_max=65_536)
-    except LocalProtocolError:
+        return len(_dumps(item))
+    except (cbor2.CBOREncodeError, TypeError, ValueError):
         return -1
-    return len(_dumps(event.to_wire()))
 
 
 def _measured(event: Event) -> Event:

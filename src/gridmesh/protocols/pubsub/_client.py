@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import cbor2
@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 EventCallback = Callable[[Event, float], None]
+_dumps = cbor2.dumps
 _UNIT_BYTES_MAX = 64
 
 
@@ -187,23 +188,18 @@ class PubSubClient:
             raise PublishQueueFull(
                 f"{len(self._waiting)} events wait already (publish_queue_max); slow down"
             )
-        self._seq += 1
-        event = Event(
-            topic,
-            value,
-            max(0, int(now * 1e6)) if time_us is None else time_us,
-            self._host.node_id,
-            self._seq,
-            self._host.rng.getrandbits(64),
-            unit,
-        )
-        size = len(cbor2.dumps(event.to_wire()))
+        seq = self._seq + 1
+        event_id = self._host.rng.getrandbits(64)
+        time_us = max(0, int(now * 1e6)) if time_us is None else time_us
+        source = self._host.node_id
+        size = len(_dumps([source, event_id, seq, topic, time_us, value, unit]))
         if size > self.config.event_bytes_max:
-            self._seq -= 1
             raise LocalProtocolError(
                 f"event of {size} bytes exceeds event_bytes_max={self.config.event_bytes_max}"
             )
-        self._waiting.append(replace(event, wire_bytes=size))
+        self._seq = seq
+        event = Event(topic, value, time_us, source, seq, event_id, unit, size)
+        self._waiting.append(event)
         self.counters["published"] += 1
         self._soon(now)
         return event
