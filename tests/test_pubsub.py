@@ -357,3 +357,63 @@ def test_an_invalid_topic_from_a_peer_gets_a_status_not_a_drop() -> None:
     assert [[1, PubackStatus.INVALID_TOPIC]] in answers
     assert [[2, PubackStatus.ACCEPTED]] in answers
     assert [e.topic for e in f.received[3]] == ["ok/topic"]
+
+
+def test_gossip_mode_delivers_each_event_to_the_nodes_whose_filters_match_with_no_broker() -> None:
+    link = LinkClass(latency=ConstantLatency(delay_s=0.01), loss=0.02)
+    sim = Simulator(seed=5, network=NetworkConfig(lan=link, wan=link), wire_fidelity=True)
+    config = NodeConfig(
+        membership=FullMembershipConfig(exchange_interval_s=0),
+        pubsub=PubSubConfig(mode="gossip"),
+    )
+    count = 300
+    directory = PeerDirectory(Peer(i, str(i)) for i in range(1, count + 1))
+    sim.add_nodes(
+        count,
+        lambda i: Node(
+            i, transport=sim, rng=sim.node_rng, config=config, address=str(i), directory=directory
+        ),
+    )
+    received: dict[int, list[str]] = {}
+    plain: list[object] = []
+    sim.on_deliver = lambda node_id, delivery: plain.append(delivery)
+    filters = {7: "TARIFF/#", 8: "TARIFF/RTP", 9: "MEASUREMENT/+/power", 10: "#"}
+
+    def subscribe(now: float) -> None:
+        for node_id, text in filters.items():
+            node = sim.node(node_id)
+            assert node is not None
+            node.subscribe(
+                text,
+                now=now,
+                on_event=lambda e, _, n=node_id: received.setdefault(n, []).append(e.topic),
+            )
+
+    sim.schedule(0.0, subscribe)
+    topics = ["TARIFF/RTP", "TARIFF/ToU", "MEASUREMENT/feeder-1/power", "$SYS/uptime"]
+    for index, topic in enumerate(topics):
+        sim.schedule(
+            1.0 + index,
+            lambda now, t=topic: sim.node(1).publish(t, 0.12, now=now, unit="EUR/kWh"),  # type: ignore[union-attr]
+        )
+    sim.run(until_s=10.0)
+    assert received == {
+        7: ["TARIFF/RTP", "TARIFF/ToU"],
+        8: ["TARIFF/RTP"],
+        9: ["MEASUREMENT/feeder-1/power"],
+        10: ["TARIFF/RTP", "TARIFF/ToU", "MEASUREMENT/feeder-1/power"],  # $ topics: not for #
+    }
+    assert plain == []  # events are not handed over as plain broadcasts too
+
+
+def test_gossip_mode_refuses_an_event_whose_source_is_not_the_message_origin() -> None:
+    f = flow(3, managers=0, mode="gossip")
+    node = f.node(2)
+    f.subscribe(2, "#")
+    f.sim.run(until_s=0.1)
+    forged = Event("a/b", 1, 0, 99, 1, 5).to_wire()
+    node.deliver(
+        new_envelope(f.node(3), Kind.GOSSIP, {}, 0.1, topic="a/b"), {"gridmesh.event": forged}, 0.1
+    )
+    assert node.stats()["rejected_malformed"] == 1
+    assert 2 not in f.received

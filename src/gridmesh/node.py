@@ -65,6 +65,7 @@ from gridmesh.protocols.membership import (
     make_membership,
 )
 from gridmesh.protocols.pubsub import (
+    GOSSIP_EVENT_KEY,
     Event,
     EventCallback,
     EventManager,
@@ -72,6 +73,7 @@ from gridmesh.protocols.pubsub import (
     PubSubClient,
     PubSubConfig,
     SubscribeResult,
+    parse_event,
 )
 from gridmesh.protocols.rpc import (
     CallResultCallback,
@@ -254,6 +256,13 @@ class Node:
         self._transport.multicast(self._node_id, message)
 
     def deliver(self, message: Envelope, payload: object, now: float) -> None:
+        if (
+            type(payload) is dict
+            and GOSSIP_EVENT_KEY in payload
+            and self.config.pubsub.mode == "gossip"
+        ):
+            self._deliver_gossip_event(message, payload, now)
+            return
         self._transport.deliver(
             self._node_id,
             Delivery(
@@ -266,6 +275,21 @@ class Node:
                 message.hops_left,
             ),
         )
+
+    def _deliver_gossip_event(
+        self, message: Envelope, payload: dict[str, object], now: float
+    ) -> None:
+        """A pub/sub event that came by gossip: to the local subscriptions it matches."""
+        try:
+            event = parse_event(payload[GOSSIP_EVENT_KEY])
+            if event.source != message.origin or event.topic != message.topic:
+                raise MalformedMessage(
+                    "the event's source or topic differs from the message's", field="body"
+                )
+        except RemoteProtocolError as error:
+            self.note_rejected(error)
+            return
+        self.pubsub.on_gossip_event(event, now)
 
     def new_message_id(self) -> int:
         return self._rng.getrandbits(64)
@@ -535,14 +559,34 @@ class Node:
         return pubsub
 
     def publish(
-        self, topic: str, value: object, *, now: float, unit: str = "", time_us: int | None = None
+        self,
+        topic: str,
+        value: object,
+        *,
+        now: float,
+        unit: str = "",
+        time_us: int | None = None,
+        group: str = "",
     ) -> Event:
-        """Publish an event on ``topic`` through the flow's Event Managers; returns it.
+        """Publish an event on ``topic``; returns it.
 
-        Delivery is at least once; ``pubsub.on_acked`` hears when the flow stored it.
-        Raises ``InvalidTopic`` for a bad topic, ``PublishQueueFull`` when too many wait.
+        With ``pubsub.mode = "event_manager"`` it goes through the flow's Event
+        Managers, at least once (``pubsub.on_acked`` hears when the flow stored
+        it); with ``"gossip"`` it is disseminated to every node (or the nodes of
+        ``group``), and each delivers it if a local filter matches. Raises
+        ``InvalidTopic`` for a bad topic, ``PublishQueueFull`` when too many wait.
         """
-        return self.pubsub.publish(topic, value, now=now, unit=unit, time_us=time_us)
+        pubsub = self.pubsub
+        if self.config.pubsub.mode == "gossip":
+            event = pubsub.new_event(topic, value, now=now, unit=unit, time_us=time_us)
+            self.broadcast({GOSSIP_EVENT_KEY: event.to_wire()}, topic=topic, now=now, group=group)
+            pubsub.on_gossip_event(event, now)  # the publisher's own filters match too
+            return event
+        if group:
+            raise LocalProtocolError(
+                "group is for pubsub.mode = 'gossip'; an Event Manager delivers by filter"
+            )
+        return pubsub.publish(topic, value, now=now, unit=unit, time_us=time_us)
 
     def subscribe(
         self,

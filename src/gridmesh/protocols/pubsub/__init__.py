@@ -20,10 +20,16 @@ from gridmesh.protocols.pubsub._client import (
 )
 from gridmesh.protocols.pubsub._config import EVENT_MANAGERS_MAX, EventManagerRef, PubSubConfig
 from gridmesh.protocols.pubsub._event import Event, EventKey
-from gridmesh.protocols.pubsub._wire import PubackStatus, SubackStatus
+from gridmesh.protocols.pubsub._wire import (
+    GOSSIP_EVENT_KEY,
+    PubackStatus,
+    SubackStatus,
+    parse_event,
+)
 
 __all__ = [
     "EVENT_MANAGERS_MAX",
+    "GOSSIP_EVENT_KEY",
     "Event",
     "EventCallback",
     "EventKey",
@@ -37,4 +43,5 @@ __all__ = [
     "PublishRefused",
     "SubackStatus",
     "SubscribeResult",
+    "parse_event",
 ]

@@ -178,16 +178,26 @@ class PubSubClient:
     def publish(
         self, topic: str, value: object, *, now: float, unit: str = "", time_us: int | None = None
     ) -> Event:
-        """Queue an event for the flow; returns it (with its sequence number and id)."""
+        """Queue an event for the flow's Event Managers; returns it (sequence number and id)."""
         self._manager()
-        validate_topic_name(topic)
-        check_plain(value)
-        if len(unit) > _UNIT_BYTES_MAX or len(unit.encode()) > _UNIT_BYTES_MAX:
-            raise LocalProtocolError(f"unit longer than {_UNIT_BYTES_MAX} bytes")
         if len(self._waiting) >= self.config.publish_queue_max:
             raise PublishQueueFull(
                 f"{len(self._waiting)} events wait already (publish_queue_max); slow down"
             )
+        event = self.new_event(topic, value, now=now, unit=unit, time_us=time_us)
+        self._waiting.append(event)
+        self.counters["published"] += 1
+        self._soon(now)
+        return event
+
+    def new_event(
+        self, topic: str, value: object, *, now: float, unit: str = "", time_us: int | None = None
+    ) -> Event:
+        """A checked event from this node with the next sequence number and a fresh id."""
+        validate_topic_name(topic)
+        check_plain(value)
+        if len(unit) > _UNIT_BYTES_MAX or len(unit.encode()) > _UNIT_BYTES_MAX:
+            raise LocalProtocolError(f"unit longer than {_UNIT_BYTES_MAX} bytes")
         seq = self._seq + 1
         event_id = self._host.rng.getrandbits(64)
         time_us = max(0, int(now * 1e6)) if time_us is None else time_us
@@ -198,11 +208,7 @@ class PubSubClient:
                 f"event of {size} bytes exceeds event_bytes_max={self.config.event_bytes_max}"
             )
         self._seq = seq
-        event = Event(topic, value, time_us, source, seq, event_id, unit, size)
-        self._waiting.append(event)
-        self.counters["published"] += 1
-        self._soon(now)
-        return event
+        return Event(topic, value, time_us, source, seq, event_id, unit, size)
 
     def subscribe(
         self,
@@ -225,6 +231,8 @@ class PubSubClient:
                 self._local.add(text, text)
             handlers.append(on_event)
         self._filters.update(normal)
+        if self.config.mode == "gossip":
+            return self._local_answer(normal, on_done)
         return self._request(Kind.PS_SUBSCRIBE, normal, now, on_done, replace=False)
 
     def unsubscribe(
@@ -242,7 +250,31 @@ class PubSubClient:
             if self._handlers.pop(text, None) is not None:
                 self._local.remove(text, text)
             self._filters.discard(text)
+        if self.config.mode == "gossip":
+            return self._local_answer(normal, on_done)
         return self._request(Kind.PS_UNSUBSCRIBE, normal, now, on_done, replace=False)
+
+    def _local_answer(
+        self, filters: tuple[str, ...], on_done: Callable[[SubscribeResult], None] | None
+    ) -> int:
+        """Gossip mode: filters are this node's alone, granted at once."""
+        request_id = self._host.rng.getrandbits(64)
+        if on_done is not None:
+            statuses = (SubackStatus.GRANTED,) * len(filters)
+            on_done(SubscribeResult(request_id, filters, statuses))
+        return request_id
+
+    def on_gossip_event(self, event: Event, now: float) -> None:
+        """An event that came by gossip (mode ``gossip``): to the matching handlers, once."""
+        if not self._seen.add(event.key):
+            self.counters["duplicates"] += 1
+            return
+        matched = self._local.match(event.topic)
+        if matched:
+            self.counters["events"] += 1
+        for text in matched:
+            for handler in self._handlers.get(text, ()):
+                handler(event, now)
 
     @property
     def filters(self) -> frozenset[str]:
@@ -349,6 +381,8 @@ class PubSubClient:
             self._host.call_at(now + tick_s, self._tick)
 
     def _needs_manager(self) -> bool:
+        if self.config.mode == "gossip":
+            return False
         return bool(self._unacked or self._waiting or self._requests or self._filters)
 
     def _tick(self, now: float) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.wire import ADDRESS_BYTES_MAX, UINT64_MAX
@@ -26,6 +28,12 @@ class PubSubConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    mode: Literal["event_manager", "gossip"] = Field(
+        default="event_manager",
+        description="event_manager: through the flow's Event Managers, acknowledged, at least "
+        "once; gossip: no broker, every event disseminated by gossip, delivered where a local "
+        "filter matches (gossip's reliability, no acknowledgements)",
+    )
     event_managers: tuple[EventManagerRef, ...] = Field(
         default=(),
         max_length=EVENT_MANAGERS_MAX,

@@ -32,6 +32,7 @@ from gridmesh.topics import validate_topic_filter, validate_topic_name
 from gridmesh.wire import ADDRESS_BYTES_MAX, UINT64_MAX
 
 __all__ = [
+    "GOSSIP_EVENT_KEY",
     "OP_ACKED",
     "OP_EVENT",
     "OP_QUEUED",
@@ -44,6 +45,10 @@ __all__ = [
     "parse_publish",
     "uint",
 ]
+
+#: The key of a gossip payload that carries a pub/sub event (``pubsub.mode = "gossip"``):
+#: ``{"gridmesh.event": event}``, the message's topic being the event's.
+GOSSIP_EVENT_KEY = "gridmesh.event"
 
 OP_EVENT = 0
 OP_SUBSCRIBER = 1
