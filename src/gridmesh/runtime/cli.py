@@ -12,6 +12,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,13 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from gridmesh.config import config_error, load_toml
-from gridmesh.errors import ConfigError
+from gridmesh.config import config_error, load_toml, validate_model
+from gridmesh.errors import ConfigError, GridmeshError
+from gridmesh.historian import Historian, HistorianConfig, open_historian
 from gridmesh.node import NodeConfig
 from gridmesh.protocols import Delivery, Peer
 from gridmesh.protocols.aggregation import TreeAggregationConfig
+from gridmesh.protocols.pubsub import Event, SubscribeResult
 from gridmesh.runtime._address import format_address, ip_endpoint, parse_address
 from gridmesh.runtime._cluster import ClusterError, ProcessCluster
 from gridmesh.runtime._control import ControlClient, NodeUnreachable
@@ -65,7 +68,23 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     node.add_argument("--config", type=Path, help="node configuration file (TOML)")
     _add_tuning_flags(node)
     node.add_argument("--quiet", action="store_true", help="do not log each delivery")
+    node.add_argument(
+        "--subscribe",
+        action="append",
+        default=[],
+        metavar="FILTER",
+        help="subscribe to this topic filter; print each event as a JSON line (repeatable)",
+    )
     node.set_defaults(handler=_node)
+
+    publish = commands.add_parser(
+        "publish", help="ask a running node to publish an event through its Event Managers"
+    )
+    publish.add_argument("topic", help="e.g. MEASUREMENT/SENSOR/1234/PowerConsumption")
+    publish.add_argument("value", help="JSON, or plain text")
+    publish.add_argument("--via", required=True, metavar="HOST:PORT", help="the publishing node")
+    publish.add_argument("--unit", default="", help="e.g. kW")
+    publish.set_defaults(handler=_publish)
 
     cluster = commands.add_parser("cluster", help="start N node processes on this host")
     cluster.add_argument("--nodes", type=int, required=True, help="how many node processes")
@@ -140,6 +159,7 @@ class NodeSettings:
 
     config: NodeConfig
     readings: Mapping[str, ReadingValue]
+    historian: HistorianConfig | None = None
 
 
 def load_node_settings(path: Path | None, args: argparse.Namespace) -> NodeSettings:
@@ -147,12 +167,26 @@ def load_node_settings(path: Path | None, args: argparse.Namespace) -> NodeSetti
     raw: dict[str, Any] = {} if path is None else load_toml(path)
     source = "command line" if path is None else str(path)
     readings = raw.pop("readings", {})  # the node's data, not the protocols' configuration
+    historian = raw.pop("historian", None)  # the Event Manager's store, not a protocol's
     config = _node_config(raw, source, args)
+    store = None
+    if historian is not None:
+        store = validate_model(HistorianConfig, historian, source=source, docs=_DOCS)
+        if not any(
+            ref.node_id == getattr(args, "id", None) for ref in config.pubsub.event_managers
+        ):
+            raise ConfigError(
+                source,
+                "historian",
+                "a [historian] only on an Event Manager (a node whose --id is listed in "
+                "pubsub.event_managers)",
+            )
     return NodeSettings(
         config,
         load_readings(
             readings, source=source, docs=_DOCS, readings_max=config.aggregation.readings_max
         ),
+        store,
     )
 
 
@@ -232,7 +266,37 @@ def _node(args: argparse.Namespace) -> int:
             (delivery.received_at - delivery.created_us / 1e6) * 1000,
         )
 
+    def on_event(event: Event, now: float) -> None:
+        line = {
+            "event": {
+                "source": event.source,
+                "event_id": event.event_id,
+                "seq": event.seq,
+                "topic": event.topic,
+                "time_us": event.time_us,
+                "value": event.value,
+                "unit": event.unit,
+            },
+            "received_us": int(now * 1e6),
+        }
+        sys.stdout.write(json.dumps(line, default=repr) + "\n")
+        sys.stdout.flush()
+
+    def on_subscribed(result: SubscribeResult) -> None:
+        statuses = [status.name for status in result.statuses]
+        line = {"subscribed": list(result.filters), "statuses": statuses, "ok": result.ok}
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+
     async def serve() -> None:
+        historian: Historian | None = None
+        if settings.historian is not None:
+            try:
+                historian = open_historian(settings.historian)
+            except GridmeshError as exc:
+                raise ConfigError(
+                    str(args.config), "historian", "a store this node can open", got=str(exc)
+                ) from None
         udp = UdpNode(
             node_id=node_id,
             listen=listen,
@@ -241,6 +305,7 @@ def _node(args: argparse.Namespace) -> int:
             advertise=args.advertise,
             rng=random.Random(args.seed) if args.seed is not None else None,
             on_delivery=on_delivery,
+            event_store=historian,
         )
         for name, value in settings.readings.items():
             udp.set_reading(name, constant_reading(value))
@@ -254,16 +319,32 @@ def _node(args: argparse.Namespace) -> int:
                 got=f"{args.listen} ({exc.strerror})",
             ) from None
         log.warning("node %d listening on %s", node_id, udp.advertise)
+        if args.subscribe:
+            udp.subscribe(args.subscribe, on_event=on_event, on_done=on_subscribed)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        retention = None if historian is None else asyncio.create_task(_retain(historian))
         await stop.wait()
+        if retention is not None:
+            retention.cancel()
         udp.close()
+        if historian is not None:
+            historian.close()
         log.warning("node %d stopped: %s", node_id, json.dumps(udp.stats(), sort_keys=True))
 
     run_async(serve())
     return 0
+
+
+async def _retain(historian: Historian) -> None:
+    """Apply the historian's retention once a minute while the node runs."""
+    while True:
+        await asyncio.sleep(60.0)
+        removed = historian.apply_retention(int(time.time() * 1e6))
+        if removed:
+            logging.getLogger("gridmesh.node").info("historian retention removed %d", removed)
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -358,6 +439,31 @@ def _parse_payload(text: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _publish(args: argparse.Namespace) -> int:
+    via = format_address(*parse_address(args.via, field="--via"))
+    body: dict[str, object] = {
+        "op": "publish",
+        "topic": args.topic,
+        "value": _parse_payload(args.value),
+        "unit": args.unit,
+    }
+
+    async def ask() -> dict[str, object]:
+        async with await ControlClient.open() as client:
+            return await client.request(via, body)
+
+    try:
+        answer = run_async(ask())
+    except NodeUnreachable as error:
+        print(f"gridmesh: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not answer.get("ok"):
+        print(f"gridmesh: {answer.get('error')}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"published event {answer.get('event_id')} (seq {answer.get('seq')}) via {via}")
+    return 0
 
 
 def _broadcast(args: argparse.Namespace) -> int:
