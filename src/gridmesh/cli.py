@@ -64,11 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(handler=_compare)
 
+    from gridmesh.bridges.cli import add_bridge_commands
     from gridmesh.models.cli import add_model_commands
     from gridmesh.plan.cli import add_plan_commands
     from gridmesh.runtime.cli import add_runtime_commands
 
     add_runtime_commands(commands)
+    add_bridge_commands(commands)
     add_plan_commands(commands)
     add_model_commands(commands)
     return parser
