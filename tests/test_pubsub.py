@@ -19,7 +19,7 @@ from gridmesh.protocols.pubsub import (
     SubackStatus,
     SubscribeResult,
 )
-from gridmesh.sim import ConstantLatency, LinkClass, NetworkConfig, Simulator
+from gridmesh.sim import ConstantLatency, LinkClass, NetworkConfig, Simulator, UniformLatency
 from gridmesh.wire import Kind
 
 
@@ -80,9 +80,15 @@ def flow(
     loss: float = 0.0,
     seed: int = 1,
     latency_s: float = 0.005,
+    jitter_s: float = 0.0,
     **limits: object,
 ) -> Flow:
-    link = LinkClass(latency=ConstantLatency(delay_s=latency_s), loss=loss)
+    latency = (
+        UniformLatency(low_s=latency_s, high_s=latency_s + jitter_s)
+        if jitter_s
+        else ConstantLatency(delay_s=latency_s)
+    )
+    link = LinkClass(latency=latency, loss=loss)
     sim = Simulator(seed=seed, network=NetworkConfig(lan=link, wan=link), wire_fidelity=True)
     refs = tuple(EventManagerRef(node_id=i, address=str(i)) for i in range(1, managers + 1))
     config = NodeConfig(
@@ -417,3 +423,24 @@ def test_gossip_mode_refuses_an_event_whose_source_is_not_the_message_origin() -
     )
     assert node.stats()["rejected_malformed"] == 1
     assert 2 not in f.received
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_three_event_managers_with_jitter_and_loss_lose_nothing_when_one_dies(seed: int) -> None:
+    # Reordering and loss between replicas: a replica may hold an event the dead EM
+    # replicated to it alone; the publisher's copy after failover must reach the others.
+    f = flow(15, managers=3, seed=seed, loss=0.02, latency_s=0.005, jitter_s=0.015)
+    subscribers = range(7, 16)
+    for subscriber in subscribers:
+        f.subscribe(subscriber, "MEASUREMENT/#")
+    for publisher in (4, 5, 6):
+        f.publish_every(
+            publisher, f"MEASUREMENT/p{publisher}", start=1.0, stop=4.0, interval_s=0.003
+        )
+    f.sim.crash(1, at=2.0)
+    f.sim.run(until_s=12.0)
+    acked = set().union(*(keys(f.acked[p]) for p in (4, 5, 6)))
+    assert len(acked) == 3000
+    for subscriber in subscribers:
+        lost = acked - keys(f.received[subscriber])
+        assert not lost, f"seed {seed}: subscriber {subscriber} lost {len(lost)}"

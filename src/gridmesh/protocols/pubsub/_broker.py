@@ -56,7 +56,12 @@ from gridmesh.protocols._host import Host, Peer, new_envelope
 from gridmesh.protocols._seen import SeenCache
 from gridmesh.protocols.pubsub._config import PubSubConfig
 from gridmesh.protocols.pubsub._event import Event, EventKey
-from gridmesh.protocols.pubsub._replication import StreamIn, StreamOut, Waiter
+from gridmesh.protocols.pubsub._replication import (
+    MISSING_REPORTED_MAX,
+    StreamIn,
+    StreamOut,
+    Waiter,
+)
 from gridmesh.protocols.pubsub._wire import (
     OP_ACKED,
     OP_EVENT,
@@ -174,6 +179,8 @@ class EventManager:
         self._tick_s = min(config.retry_interval_s, config.heartbeat_interval_s) / 2
         self._next_expiry = 0.0
         self._started = False
+        self._replication_due = False  # ops someone waits for are gathered
+        self._replication_timer = False  # _send_replication is scheduled
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "published",
@@ -209,12 +216,6 @@ class EventManager:
             if now - replica.last_ping >= config.heartbeat_interval_s:
                 replica.last_ping = now
                 self._send(replica.peer, Kind.PS_PING, [self.incarnation], now)
-            stream = replica.stream_out
-            if stream is not None and replica.up:
-                for seq, ops in stream.due(now, config.retry_interval_s):
-                    self._send(
-                        replica.peer, Kind.PS_REPLICATE, [*self._stream_id(stream), seq, ops], now
-                    )
         for node_id in list(self._busy):
             subscriber = self._subscribers.get(node_id)
             if subscriber is None:
@@ -224,6 +225,7 @@ class EventManager:
         if now >= self._next_expiry:
             self._expire(now)
             self._next_expiry = now + min(config.subscriber_expiry_s, 60.0) / 4
+        self._send_replication(now)
         self._flush(now)
         self._host.call_at(now + self._tick_s, self._tick)
 
@@ -267,15 +269,25 @@ class EventManager:
         )
         answers: list[list[int]] = []
         accepted: list[Event] = []
+        again: list[Event] = []  # copies of events held here: replicated again, then answered
+        replicated = any(replica.up for replica in self._replicas.values())
         counters = self.counters
         for item in items:
             event_id, seq, topic, time_us, value, unit = parse_publish_item(item)
             key = (publisher, event_id)
             if key in self._seen:
                 counters["publish_duplicates"] += 1
-                if key not in self._waiting:
+                if key in self._waiting:
+                    continue  # answered when its replicas applied it
+                if not replicated:
                     answers.append([event_id, PubackStatus.ACCEPTED])
-                continue  # one waiting is answered when its replicas applied it
+                    continue
+                # This EM may hold the event only because a replica that has died since
+                # replicated it, before every other one had it: the publisher's copy
+                # (after its failover) is the chance to make sure they all do.
+                size = _item_bytes(item) + int_bytes(publisher)
+                again.append(Event(topic, value, time_us, publisher, seq, event_id, unit, size))
+                continue
             try:
                 validate_topic_name(topic)
             except InvalidTopic:
@@ -302,27 +314,29 @@ class EventManager:
             accepted.append(event)
         if answers:
             self._send(peer, Kind.PS_PUBACK, answers, now)
-        if not accepted:
+        if accepted:
+            counters["published"] += len(accepted)
+            if self._store is not None:
+                self._store.append(accepted)
+            for event in accepted:
+                self._enqueue(event)
+        settle = accepted + again
+        if not settle:
             return
-        counters["published"] += len(accepted)
-        if self._store is not None:
-            self._store.append(accepted)
-        for event in accepted:
-            self._enqueue(event)
-        keys = [event.key for event in accepted]
-        if not any(replica.up for replica in self._replicas.values()):
+        keys = [event.key for event in settle]
+        if not replicated:
             if self._replicas:
                 counters["acked_unreplicated"] += 1
             self._send(peer, Kind.PS_PUBACK, [[key[1], PubackStatus.ACCEPTED] for key in keys], now)
             return
-        ops: list[object] = [[OP_EVENT, event.to_wire()] for event in accepted]
+        ops: list[object] = [[OP_EVENT, event.to_wire()] for event in settle]
         self._waiting.update(keys)
 
         def release() -> None:
             self._waiting.difference_update(keys)
             self._send(peer, Kind.PS_PUBACK, [[key[1], PubackStatus.ACCEPTED] for key in keys], now)
 
-        self._replicate_and_wait(ops, sum(e.wire_bytes for e in accepted), release, now)
+        self._replicate_and_wait(ops, sum(e.wire_bytes for e in settle), release, now)
 
     def _on_deliver_ack(self, message: Envelope, now: float) -> None:
         keys = parse_keys(message.body, "body")
@@ -413,13 +427,16 @@ class EventManager:
         self._send(
             replica.peer,
             Kind.PS_REPLICATE_ACK,
-            [stream.incarnation, stream.number, stream.applied],
+            [stream.incarnation, stream.number, stream.applied, stream.missing()],
             now,
         )
 
     def _on_replicate_ack(self, message: Envelope, now: float) -> None:
         replica = self._replica_of(message, now)
-        incarnation, number, applied = parse_array(message.body, "body", length=3)
+        body = parse_array(message.body, "body")
+        if len(body) != 4:
+            raise MalformedMessage("expected [incarnation, stream, applied, missing]", field="body")
+        incarnation, number, applied, missing = body
         stream = replica.stream_out
         if (
             stream is not None
@@ -427,6 +444,14 @@ class EventManager:
             and uint(number, "stream") == stream.number
         ):
             stream.acked(uint(applied, "applied"))
+            lacked = [uint(seq, "missing", low=1) for seq in parse_array(missing, "missing")]
+            if len(lacked) > MISSING_REPORTED_MAX:
+                raise MalformedMessage("too many missing batches listed", field="missing")
+            gap_s = self.config.retry_interval_s / 4
+            for seq, ops in stream.resend(lacked, now, gap_s):
+                self._send(
+                    replica.peer, Kind.PS_REPLICATE, [*self._stream_id(stream), seq, ops], now
+                )
 
     def _on_ping(self, message: Envelope, source: str, now: float) -> None:
         (incarnation,) = parse_array(message.body, "body", length=1)
@@ -470,6 +495,7 @@ class EventManager:
         replica.ops, replica.ops_bytes = [], 0
         for op, size in self._snapshot():
             self._add_op(replica, op, size)
+        self._replication_due = True
 
     def _replica_down(self, replica: _Replica) -> None:
         replica.up = False
@@ -523,7 +549,7 @@ class EventManager:
         """Number the replica's pending ops as one batch (sent on the next flush)."""
         stream = replica.stream_out
         assert stream is not None
-        stream.push(replica.ops, float("-inf"))  # -inf: due at once
+        stream.push(replica.ops)
         replica.ops, replica.ops_bytes = [], 0
 
     def _replicate_and_wait(
@@ -544,13 +570,15 @@ class EventManager:
             return
         waiter = Waiter(len(ups), release)
         for replica in ups:
-            if replica.ops:
-                self._push_ops(replica)
             stream = replica.stream_out
             assert stream is not None
-            stream.wait(stream.next_seq - 1, waiter)
+            # The ops wait in replica.ops for the next batch, numbered next_seq.
+            stream.wait(stream.next_seq if replica.ops else stream.next_seq - 1, waiter)
+        self._replication_due = True
 
-    def _flush(self, now: float) -> None:
+    def _send_replication(self, now: float) -> None:
+        """Number the ops gathered since the last call as batches; send them and the stale."""
+        self._replication_timer = False
         for replica in self._replicas.values():
             if not replica.up:
                 continue
@@ -562,6 +590,13 @@ class EventManager:
                 self._send(
                     replica.peer, Kind.PS_REPLICATE, [*self._stream_id(stream), seq, ops], now
                 )
+
+    def _flush(self, now: float) -> None:
+        if self._replication_due and not self._replication_timer:
+            # Gather what the next replication_delay_s brings into the same batches.
+            self._replication_timer = True
+            self._host.call_at(now + self.config.replication_delay_s, self._send_replication)
+        self._replication_due = False
         dirty = self._dirty
         while dirty:
             subscriber = self._subscribers.get(dirty.pop())

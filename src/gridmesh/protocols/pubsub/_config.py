@@ -49,6 +49,13 @@ class PubSubConfig(BaseModel):
     failover_timeout_s: float = Field(
         default=1.0, gt=0.0, le=600.0, description="silence after which a peer counts as down"
     )
+    replication_delay_s: float = Field(
+        default=0.002,
+        ge=0.0,
+        le=1.0,
+        description="an Event Manager gathers this long into one REPLICATE batch (publishes "
+        "wait for it); acknowledgements of deliveries go with the next batch or tick",
+    )
     subscriber_expiry_s: float = Field(
         default=3600.0,
         gt=0.0,

@@ -14,7 +14,12 @@ gave it, a subscription a subscriber asked it for, acknowledgements its
 subscribers sent it) to every other replica as a **stream**: numbered batches
 of ops, applied by the receiver strictly in order, acknowledged cumulatively
 (``[incarnation, stream, applied]``) and sent again until acknowledged — TCP's
-idea on datagrams. Order matters: a subscription must take effect at a replica
+idea on datagrams. The receiver acknowledges every batch it gets, early ones
+too, and lists up to ``MISSING_REPORTED_MAX`` batches it lacks below the
+newest it holds (TCP's selective acknowledgements); the sender sends those
+again at once if it sent them a while ago (a quarter of
+``retry_interval_s``). So a lost batch holds the stream up for a round trip
+or so, not a whole retry interval. Order matters: a subscription must take effect at a replica
 before the events published after it, or the replica would not queue them
 for the subscriber. Ops received from a replica are never forwarded: the
 replicas form a full mesh, and each op reaches each replica from its origin.
@@ -38,7 +43,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Release", "StreamIn", "StreamOut"]
+__all__ = ["MISSING_REPORTED_MAX", "Release", "StreamIn", "StreamOut"]
+
+#: Missing batches one acknowledgement lists.
+MISSING_REPORTED_MAX = 32
 
 #: Called once when every replica a wait counted on has applied (or went down).
 Release = Callable[[], None]
@@ -65,14 +73,16 @@ class StreamOut:
     number: int
     next_seq: int = 1
     acked_seq: int = 0
+    unsent: int = 0  # the newest batches of ``unacked`` were never sent
     unacked: deque[tuple[int, list[object], float]] = field(default_factory=deque)
     waits: deque[tuple[int, Waiter]] = field(default_factory=deque)
 
-    def push(self, ops: list[object], now: float) -> int:
-        """Number a batch of ops; returns its sequence number."""
+    def push(self, ops: list[object]) -> int:
+        """Number a batch of ops, to be sent by the next ``due``; returns its number."""
         seq = self.next_seq
         self.next_seq += 1
-        self.unacked.append((seq, ops, now))
+        self.unacked.append((seq, ops, float("-inf")))
+        self.unsent += 1
         return seq
 
     def wait(self, seq: int, waiter: Waiter) -> None:
@@ -90,9 +100,30 @@ class StreamOut:
         unacked = self.unacked
         while unacked and unacked[0][0] <= applied:
             unacked.popleft()
+        self.unsent = min(self.unsent, len(unacked))
         waits = self.waits
         while waits and waits[0][0] <= applied:
             waits.popleft()[1].done_one()
+
+    def resend(self, seqs: list[int], now: float, gap_s: float) -> list[tuple[int, list[object]]]:
+        """The batches ``seqs`` the receiver lacks, stamped as sent now.
+
+        A batch sent within the last ``gap_s`` is left alone: its copy may be on its way.
+        """
+        unacked = self.unacked
+        if not unacked:
+            return []
+        first = unacked[0][0]
+        last_sent = len(unacked) - self.unsent
+        out: list[tuple[int, list[object]]] = []
+        for seq in seqs:
+            index = seq - first
+            if 0 <= index < last_sent:
+                number, ops, sent = unacked[index]
+                if sent <= now - gap_s:
+                    unacked[index] = (number, ops, now)
+                    out.append((number, ops))
+        return out
 
     def release_all(self) -> None:
         """The replica is down: nobody waits for it any longer."""
@@ -100,19 +131,32 @@ class StreamOut:
         while waits:
             waits.popleft()[1].done_one()
         self.unacked.clear()
+        self.unsent = 0
 
     def due(self, now: float, retry_interval_s: float) -> list[tuple[int, list[object]]]:
-        """Batches unacknowledged for ``retry_interval_s``, stamped as sent again now."""
+        """Batches to send now, stamped as sent: those never sent, then copies of the
+        oldest ones unacknowledged for ``retry_interval_s``.
+
+        Never-sent batches are the tail (``unsent`` of them); the copies are the
+        stale prefix of the rest, up to the first recent one (which a fast
+        retransmit may have stamped; the later ones follow once it is applied).
+        """
         unacked = self.unacked
-        if not unacked or unacked[0][2] > now - retry_interval_s:
-            return []
+        out: list[tuple[int, list[object]]] = []
+        first_unsent = len(unacked) - self.unsent
         cutoff = now - retry_interval_s
-        again: list[tuple[int, list[object]]] = []
-        for index, (seq, ops, sent) in enumerate(unacked):
-            if sent <= cutoff:
-                again.append((seq, ops))
-                unacked[index] = (seq, ops, now)
-        return again
+        for index in range(first_unsent):
+            seq, ops, sent = unacked[index]
+            if sent > cutoff:
+                break
+            out.append((seq, ops))
+            unacked[index] = (seq, ops, now)
+        for index in range(first_unsent, len(unacked)):
+            seq, ops, _ = unacked[index]
+            out.append((seq, ops))
+            unacked[index] = (seq, ops, now)
+        self.unsent = 0
+        return out
 
 
 @dataclass(slots=True)
@@ -123,6 +167,20 @@ class StreamIn:
     number: int = -1
     applied: int = 0
     early: dict[int, list[object]] = field(default_factory=dict)
+
+    def missing(self) -> list[int]:
+        """Batches below the newest early one that have not come (at most MISSING_REPORTED_MAX)."""
+        early = self.early
+        if not early:
+            return []
+        newest = max(early)
+        gaps: list[int] = []
+        for seq in range(self.applied + 1, newest):
+            if seq not in early:
+                gaps.append(seq)
+                if len(gaps) >= MISSING_REPORTED_MAX:
+                    break
+        return gaps
 
     def accept(
         self, incarnation: int, number: int, seq: int, ops: list[object], early_max: int

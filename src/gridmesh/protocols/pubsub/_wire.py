@@ -11,8 +11,8 @@ The formats (docs/PUBSUB.md has the full table)::
     PS_PUBACK         [[event_id, status], ...]
     PS_DELIVER        [gap, [event, ...]]                   event = Event.to_wire()
     PS_DELIVER_ACK    [[source, event_id], ...]
-    PS_REPLICATE      [stream_id, seq, [op, ...]]
-    PS_REPLICATE_ACK  [stream_id, seq_applied]
+    PS_REPLICATE      [incarnation, stream, seq, [op, ...]]
+    PS_REPLICATE_ACK  [incarnation, stream, applied, [missing, ...]]
     PS_PING           [incarnation]
     PS_PONG           [incarnation]
 
