@@ -119,7 +119,7 @@ def run_subscriber(em_port: int, count: int, out: Path) -> None:
 
 
 def run_gridmesh(count: int, historian: str | None, work: Path) -> dict[str, float]:
-    em_port, = free_udp_ports(HOST, 1)
+    (em_port,) = free_udp_ports(HOST, 1)
     config = work / "em.toml"
     text = (
         f'[pubsub]\nevent_managers = [{{node_id = 1, address = "{HOST}:{em_port}"}}]\n'
@@ -130,8 +130,19 @@ def run_gridmesh(count: int, historian: str | None, work: Path) -> dict[str, flo
         text += f'[historian]\npath = "{db}"\nsynchronous = "{historian}"\n'
     config.write_text(text)
     broker = subprocess.Popen(
-        [sys.executable, "-m", "gridmesh", "node", "--listen", f"{HOST}:{em_port}", "--id", "1",
-         "--config", str(config), "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "gridmesh",
+            "node",
+            "--listen",
+            f"{HOST}:{em_port}",
+            "--id",
+            "1",
+            "--config",
+            str(config),
+            "--quiet",
+        ],
         stdout=subprocess.DEVNULL,
     )
     out = work / f"sub-{time.monotonic_ns()}.json"
@@ -281,11 +292,21 @@ def run_mosquitto_c(count: int, work: Path) -> dict[str, float] | None:
             stdout=subprocess.DEVNULL,
         )
         time.sleep(0.5)
-        lines = "".join(f"{{\"kw\": 1.5, \"seq\": {i}}}\n" for i in range(count)).encode()
+        lines = "".join(f'{{"kw": 1.5, "seq": {i}}}\n' for i in range(count)).encode()
         start = time.time()
         subprocess.run(
-            [pub, "-h", HOST, "-p", str(port), "-t", "bench/SENSOR/1/PowerConsumption", "-q", "1",
-             "-l"],
+            [
+                pub,
+                "-h",
+                HOST,
+                "-p",
+                str(port),
+                "-t",
+                "bench/SENSOR/1/PowerConsumption",
+                "-q",
+                "1",
+                "-l",
+            ],
             input=lines,
             check=True,
         )
@@ -314,8 +335,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--variants", default="gridmesh,gridmesh-historian-normal,"
-                        "gridmesh-historian-full,mosquitto-paho,mosquitto-c")
+    parser.add_argument(
+        "--variants",
+        default="gridmesh,gridmesh-historian-normal,"
+        "gridmesh-historian-full,mosquitto-paho,mosquitto-c",
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/results/pubsub.json"))
     args = parser.parse_args()
     variants = args.variants.split(",")
@@ -325,8 +349,10 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "gridmesh": __version__,
     }
-    print(f"gridmesh {__version__} pub/sub benchmark, {args.events:,} events, "
-          f"python {machine['python']}, {machine['cpus']} CPUs")
+    print(
+        f"gridmesh {__version__} pub/sub benchmark, {args.events:,} events, "
+        f"python {machine['python']}, {machine['cpus']} CPUs"
+    )
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
@@ -347,8 +373,14 @@ def main() -> int:
                 else:
                     raise SystemExit(f"unknown variant {name}")
                 runs[name].append(result)
-                print(f"  run {repeat + 1} {name:28s} {result['events_per_s']:>10,.0f} events/s"
-                      + (f"  (acked {result['acked_per_s']:,.0f}/s)" if "acked_per_s" in result else ""))
+                print(
+                    f"  run {repeat + 1} {name:28s} {result['events_per_s']:>10,.0f} events/s"
+                    + (
+                        f"  (acked {result['acked_per_s']:,.0f}/s)"
+                        if "acked_per_s" in result
+                        else ""
+                    )
+                )
     report = {
         "machine": machine,
         "events": args.events,

@@ -23,6 +23,7 @@ Per seed:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -118,7 +119,9 @@ def run(seed: int, managers: int, subscribers: int, publishers: int) -> dict[str
         seen_twice += len(keys) - len(set(keys))
         got = set(keys)
         missing = [
-            key for key, topic in acked.items() if matches(filters[node_id], topic) and key not in got
+            key
+            for key, topic in acked.items()
+            if matches(filters[node_id], topic) and key not in got
         ]
         lost += len(missing)
         node = sim.node(node_id)
@@ -145,7 +148,7 @@ def run(seed: int, managers: int, subscribers: int, publishers: int) -> dict[str
         if node.pubsub.last_failover_at is None:
             continue
         times = [t for t, _ in received[node_id] if t >= CRASH_AT_S - 0.1]
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False) if a < STOP_AT_S]
+        gaps = [b - a for a, b in itertools.pairwise(times) if a < STOP_AT_S]
         if gaps:
             silences.append(max(gaps))
     duplicates = 0
@@ -193,14 +196,16 @@ def main() -> int:
     for seed in range(1, args.seeds + 1):
         result = run(seed, args.managers, args.subscribers, args.publishers)
         runs.append(result)
+        failover = result["failover_s"] or {"median": 0.0, "max": 0.0}
+        silence = result["longest_silence_s"] or {"median": 0.0, "max": 0.0}
         print(
             f"  seed {seed}: acked {result['acked']}/{result['published']}, lost {result['lost']}, "
             f"app duplicates {result['seen_twice_by_application']}, "
             f"suppressed copies {result['duplicate_copies_suppressed']}, "
             f"{result['clients_failed_over']} clients failed over "
-            f"(median {result['failover_s']['median']:.2f} s, max {result['failover_s']['max']:.2f} s), "  # type: ignore[index]
-            f"longest silence median {result['longest_silence_s']['median']:.2f} s "  # type: ignore[index]
-            f"max {result['longest_silence_s']['max']:.2f} s; {result['wall_s']} s"  # type: ignore[index]
+            f"(median {failover['median']:.2f} s, max {failover['max']:.2f} s), "  # type: ignore[index]
+            f"longest silence median {silence['median']:.2f} s "  # type: ignore[index]
+            f"max {silence['max']:.2f} s; {result['wall_s']} s"  # type: ignore[index]
         )
     report = {
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
