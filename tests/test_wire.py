@@ -26,6 +26,7 @@ from gridmesh.wire import (
     check_plain,
     decode,
     encode,
+    plain_bytes,
 )
 
 
@@ -265,3 +266,13 @@ def test_the_cached_prefix_is_exactly_the_end_to_end_part(sender: int, hops: int
     tail = cbor2.dumps(sender) + cbor2.dumps(hops)
     assert message.wire_prefix is not None and data == message.wire_prefix + tail
     assert encode(message) == data  # and the cached path gives the same bytes
+
+
+@given(value=plain | st.floats())
+def test_plain_bytes_is_the_encoded_size_of_any_plain_value(value: object) -> None:
+    assert plain_bytes(value) == len(cbor2.dumps(value))
+
+
+def test_plain_bytes_refuses_what_is_not_plain_data() -> None:
+    with pytest.raises(LocalProtocolError):
+        plain_bytes({1, 2})

@@ -1,6 +1,6 @@
 """Bytes <-> typed messages. No I/O, no clock: see ``_codec`` for the format."""
 
-from gridmesh.wire._codec import check_plain, decode, encode, int_bytes
+from gridmesh.wire._codec import check_plain, decode, encode, int_bytes, plain_bytes
 from gridmesh.wire._envelope import (
     ADDRESS_BYTES_MAX,
     AUTH_BYTES_MAX,
@@ -29,4 +29,5 @@ __all__ = [
     "decode",
     "encode",
     "int_bytes",
+    "plain_bytes",
 ]

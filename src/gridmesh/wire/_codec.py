@@ -59,7 +59,7 @@ from gridmesh.wire._envelope import (
     Kind,
 )
 
-__all__ = ["check_plain", "decode", "encode", "int_bytes"]
+__all__ = ["check_plain", "decode", "encode", "int_bytes", "plain_bytes"]
 
 _FIELD_COUNT = 10
 # Tags cbor2 decodes itself (dates, bignums, decimals, regexes, shared values,
@@ -137,6 +137,33 @@ def int_bytes(number: int) -> int:
     if magnitude < 0x10000:
         return 3
     return 5 if magnitude < 0x1_0000_0000 else 9
+
+
+def plain_bytes(value: object) -> int:
+    """Bytes CBOR takes for plain data ``value`` as ``encode`` writes it, without encoding it.
+
+    Floats take 9 bytes (cbor2 writes them as doubles), infinities and NaN 3
+    (half precision); text is counted in UTF-8. About twice as fast as
+    encoding for small values. ``value`` must be plain data (``check_plain``).
+    """
+    if type(value) is str:
+        size = len(value) if value.isascii() else len(value.encode())
+        return int_bytes(size) + size
+    if type(value) is int:
+        return int_bytes(value)
+    if type(value) is float:
+        return 9 if value - value == 0.0 else 3
+    if type(value) is dict:
+        return int_bytes(len(value)) + sum(
+            plain_bytes(key) + plain_bytes(item) for key, item in value.items()
+        )
+    if type(value) is list or type(value) is tuple:
+        return int_bytes(len(value)) + sum(plain_bytes(item) for item in value)
+    if type(value) is bytes:
+        return int_bytes(len(value)) + len(value)
+    if type(value) is bool or value is None:
+        return 1
+    raise LocalProtocolError(f"{type(value).__name__} is not plain data")
 
 
 def decode(data: bytes, *, message_bytes_max: int = MESSAGE_BYTES_MAX) -> Envelope:

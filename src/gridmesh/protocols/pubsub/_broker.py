@@ -81,12 +81,14 @@ from gridmesh.protocols.pubsub._wire import (
     uint,
 )
 from gridmesh.topics import TopicTrie, validate_topic_name
-from gridmesh.wire import Envelope, Kind, int_bytes
+from gridmesh.wire import Envelope, Kind, int_bytes, plain_bytes
 
 __all__ = ["EventManager", "EventStore"]
 
 # Bytes an envelope and a batch's framing add around the events it carries.
 _ENVELOPE_OVERHEAD_BYTES = 160
+#: DELIVER batches awaiting acknowledgement remembered per subscriber (the oldest go first).
+_BATCHES_KEPT_MAX = 1024
 #: Topics whose matching subscribers an Event Manager remembers.
 _MATCHES_CACHED_MAX = 65_536
 _dumps = cbor2.dumps
@@ -115,6 +117,8 @@ class _Subscriber:
     inflight: dict[EventKey, float] = field(default_factory=dict)
     by_source: dict[int, deque[EventKey]] = field(default_factory=dict)
     gap: int = 0
+    next_batch: int = 1
+    batches: dict[int, list[EventKey]] = field(default_factory=dict)  # DELIVER batch -> events
 
 
 @dataclass(slots=True)
@@ -285,7 +289,9 @@ class EventManager:
                 # This EM may hold the event only because a replica that has died since
                 # replicated it, before every other one had it: the publisher's copy
                 # (after its failover) is the chance to make sure they all do.
-                size = _item_bytes(item) + int_bytes(publisher)
+                size = 1 + int_bytes(publisher) + int_bytes(event_id) + int_bytes(seq)
+                size += int_bytes(time_us) + plain_bytes(topic) + plain_bytes(value)
+                size += plain_bytes(unit)
                 again.append(Event(topic, value, time_us, publisher, seq, event_id, unit, size))
                 continue
             try:
@@ -295,8 +301,9 @@ class EventManager:
                 answers.append([event_id, PubackStatus.INVALID_TOPIC])
                 continue
             # The event as relayed is the item with the source in front: same array head.
-            size = _item_bytes(item) + int_bytes(publisher)
-            if size > config.event_bytes_max or size < 0:
+            size = 1 + int_bytes(publisher) + int_bytes(event_id) + int_bytes(seq)
+            size += int_bytes(time_us) + plain_bytes(topic) + plain_bytes(value) + plain_bytes(unit)
+            if size > config.event_bytes_max:
                 counters["refused_size"] += 1
                 answers.append([event_id, PubackStatus.TOO_LARGE])
                 continue
@@ -339,11 +346,14 @@ class EventManager:
         self._replicate_and_wait(ops, sum(e.wire_bytes for e in settle), release, now)
 
     def _on_deliver_ack(self, message: Envelope, now: float) -> None:
-        keys = parse_keys(message.body, "body")
+        batch_ids = parse_array(message.body, "body")
         subscriber = self._subscribers.get(message.origin)
         if subscriber is None:
             raise UnexpectedMessage("an acknowledgement from no subscriber")
         subscriber.last_heard = now
+        keys: list[EventKey] = []
+        for batch_id in batch_ids:
+            keys += subscriber.batches.pop(uint(batch_id, "batch"), ())
         acked = self._drop_acked(subscriber, keys)
         if acked and self._replicas:
             self._originate(
@@ -679,6 +689,7 @@ class EventManager:
         """This EM now delivers to ``subscriber``: its whole queue, from the start."""
         subscriber.attached_to = self._host.node_id
         subscriber.inflight.clear()
+        subscriber.batches.clear()
         subscriber.unsent = deque(subscriber.queue)
         self._busy.discard(subscriber.node_id)
         self._dirty.add(subscriber.node_id)
@@ -793,19 +804,32 @@ class EventManager:
             self._deliver(subscriber, again, now)
 
     def _deliver(self, subscriber: _Subscriber, events: list[Event], now: float) -> None:
+        """DELIVER ``events`` in numbered batches that fit a message; remember each batch."""
         budget = self._host.message_bytes_max - _ENVELOPE_OVERHEAD_BYTES
         step = self.config.batch_events_max
-        batch: list[object] = []
-        size = 0
-        for event in events:
-            if batch and (len(batch) >= step or size + event.wire_bytes > budget):
-                self._send(subscriber.peer, Kind.PS_DELIVER, [subscriber.gap, batch], now)
-                subscriber.gap = 0
-                batch, size = [], 0
-            batch.append(event.to_wire())
-            size += event.wire_bytes
-        self._send(subscriber.peer, Kind.PS_DELIVER, [subscriber.gap, batch], now)
-        subscriber.gap = 0
+        start = 0
+        while True:
+            size = 0
+            end = start
+            while end < len(events) and end - start < step:
+                size += events[end].wire_bytes
+                if end > start and size > budget:
+                    break
+                end += 1
+            chunk = events[start:end]
+            batch_id = subscriber.next_batch
+            subscriber.next_batch += 1
+            if chunk:
+                batches = subscriber.batches
+                if len(batches) >= _BATCHES_KEPT_MAX:
+                    del batches[next(iter(batches))]  # its events are sent again in new batches
+                batches[batch_id] = [event.key for event in chunk]
+            wire = [event.to_wire() for event in chunk]
+            self._send(subscriber.peer, Kind.PS_DELIVER, [subscriber.gap, batch_id, wire], now)
+            subscriber.gap = 0
+            start = end
+            if start >= len(events):
+                return
 
     def _heard_subscriber(self, node_id: int, now: float) -> None:
         subscriber = self._subscribers.get(node_id)
@@ -887,17 +911,6 @@ class EventManager:
         return frozenset() if subscriber is None else frozenset(subscriber.filters)
 
 
-def _item_bytes(item: object) -> int:
-    """A published item's encoded size; -1 when CBOR cannot carry it.
-
-    Its value is plain data already: the decoder checked every body it passed.
-    """
-    try:
-        return len(_dumps(item))
-    except (cbor2.CBOREncodeError, TypeError, ValueError):
-        return -1
-
-
 def _measured(event: Event) -> Event:
     return Event(
         event.topic,
@@ -907,5 +920,5 @@ def _measured(event: Event) -> Event:
         event.seq,
         event.event_id,
         event.unit,
-        len(_dumps(event.to_wire())),
+        plain_bytes(event.to_wire()),
     )

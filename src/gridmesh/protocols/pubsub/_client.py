@@ -44,8 +44,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-import cbor2
-
 from gridmesh.errors import LocalProtocolError, UnexpectedMessage
 from gridmesh.protocols._host import Host, Peer, new_envelope
 from gridmesh.protocols._seen import SeenCache
@@ -59,7 +57,7 @@ from gridmesh.protocols.pubsub._wire import (
     uint,
 )
 from gridmesh.topics import TopicTrie, validate_topic_filter, validate_topic_name
-from gridmesh.wire import Envelope, Kind, check_plain
+from gridmesh.wire import Envelope, Kind, check_plain, int_bytes, plain_bytes
 
 __all__ = [
     "EventCallback",
@@ -70,7 +68,6 @@ __all__ = [
 ]
 
 EventCallback = Callable[[Event, float], None]
-_dumps = cbor2.dumps
 _UNIT_BYTES_MAX = 64
 
 
@@ -202,7 +199,8 @@ class PubSubClient:
         event_id = self._host.rng.getrandbits(64)
         time_us = max(0, int(now * 1e6)) if time_us is None else time_us
         source = self._host.node_id
-        size = len(_dumps([source, event_id, seq, topic, time_us, value, unit]))
+        size = 1 + sum(map(int_bytes, (source, event_id, seq, time_us)))
+        size += plain_bytes(topic) + plain_bytes(value) + plain_bytes(unit)
         if size > self.config.event_bytes_max:
             raise LocalProtocolError(
                 f"event of {size} bytes exceeds event_bytes_max={self.config.event_bytes_max}"
@@ -303,12 +301,13 @@ class PubSubClient:
             parse_array(message.body, "body", length=1)
 
     def _on_deliver(self, message: Envelope, now: float) -> None:
-        gap, items = parse_array(message.body, "body", length=2)
+        gap, batch_id, items = parse_array(message.body, "body", length=3)
         gap = uint(gap, "gap")
+        batch_id = uint(batch_id, "batch")
         events = [parse_event(item) for item in parse_array(items, "events")]
         if events:
             sender = next(p for p in self._managers if p.node_id == message.origin)
-            self._send(sender, Kind.PS_DELIVER_ACK, [[e.source, e.event_id] for e in events], now)
+            self._send(sender, Kind.PS_DELIVER_ACK, [batch_id], now)
         self.counters["gap"] += gap
         seen = self._seen
         local = self._local

@@ -9,8 +9,8 @@ The formats (docs/PUBSUB.md has the full table)::
     PS_SUBACK         [request_id, [status, ...]]           one status per filter
     PS_PUBLISH        [[event_id, seq, topic, time_us, value, unit], ...]
     PS_PUBACK         [[event_id, status], ...]
-    PS_DELIVER        [gap, [event, ...]]                   event = Event.to_wire()
-    PS_DELIVER_ACK    [[source, event_id], ...]
+    PS_DELIVER        [gap, batch, [event, ...]]            event = Event.to_wire()
+    PS_DELIVER_ACK    [batch, ...]
     PS_REPLICATE      [incarnation, stream, seq, [op, ...]]
     PS_REPLICATE_ACK  [incarnation, stream, applied, [missing, ...]]
     PS_PING           [incarnation]
