@@ -104,11 +104,11 @@ def parse_event(item: object, field: str = "event") -> Event:
     """An event as an Event Manager relays it; a bad topic is a malformed message here."""
     source, event_id, seq, topic, time_us, value, unit = _list(item, field, length=7)
     try:
-        topic = validate_topic_name(topic) if type(topic) is str else topic
+        name = validate_topic_name(topic)
     except InvalidTopic as exc:
         raise MalformedMessage(exc.problem, field=f"{field}.topic") from None
     return Event(
-        _text(topic, f"{field}.topic", bytes_max=UINT64_MAX),
+        name,
         value,
         uint(time_us, f"{field}.time_us"),
         uint(source, f"{field}.source", low=1),
@@ -132,11 +132,18 @@ def parse_publish_item(item: object) -> PublishItem:
     return (
         uint(event_id, "event.event_id"),
         uint(seq, "event.seq"),
-        _text(topic, "event.topic", bytes_max=UINT64_MAX),
+        _topic_text(topic),
         uint(time_us, "event.time_us"),
         value,
         _text(unit, "event.unit", bytes_max=64),
     )
+
+
+def _topic_text(topic: object) -> str:
+    """A published topic's text; its rules are checked by the Event Manager, with a status."""
+    if type(topic) is not str:
+        raise MalformedMessage("expected text", field="event.topic")
+    return topic
 
 
 def parse_keys(item: object, field: str) -> list[EventKey]:
