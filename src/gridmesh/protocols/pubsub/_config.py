@@ -67,11 +67,11 @@ class PubSubConfig(BaseModel):
         default=8192, ge=64, le=60_000, description="an event's encoded size (topic, value, unit)"
     )
     batch_events_max: int = Field(
-        default=64, ge=1, le=4096, description="events in one PUBLISH, DELIVER or REPLICATE"
+        default=256, ge=1, le=4096, description="events in one PUBLISH, DELIVER or REPLICATE"
     )
     # -- publisher ------------------------------------------------------------
     publish_window_max: int = Field(
-        default=1024, ge=1, le=1_000_000, description="events a publisher has unacknowledged"
+        default=4096, ge=1, le=1_000_000, description="events a publisher has unacknowledged"
     )
     publish_queue_max: int = Field(
         default=100_000,
@@ -97,7 +97,7 @@ class PubSubConfig(BaseModel):
         "queued events loses its newest (counted, and the subscriber told)",
     )
     deliver_window_max: int = Field(
-        default=512, ge=1, le=100_000, description="events in flight to one subscriber"
+        default=2048, ge=1, le=100_000, description="events in flight to one subscriber"
     )
     publisher_rate_max: float = Field(
         default=20_000.0, gt=0.0, description="events/s one publisher may sustain"
