@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from gridmesh.bridges.cli import add_bridge_commands
     from gridmesh.models.cli import add_model_commands
+    from gridmesh.pki_cli import add_pki_commands
     from gridmesh.plan.cli import add_plan_commands
     from gridmesh.runtime.cli import add_runtime_commands
 
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     add_bridge_commands(commands)
     add_plan_commands(commands)
     add_model_commands(commands)
+    add_pki_commands(commands)
     return parser
 
 
