@@ -44,14 +44,9 @@ allowed set *covers* F. ``covers`` decides this exactly for MQTT ``+``,
 ``#`` (which also matches its parent level) and the ``$`` rule (a filter
 whose first level is a wildcard matches no name starting with ``$``), for a
 *set* of filters, not only filter by filter: ``{"a", "a/+/#"}`` covers
-``a/#`` though neither does alone. The walk goes level by level through F,
-keeping the suffixes of the allowed filters that can still match; at a
-``+`` (or below a ``#``) of F only the allowed filters' ``+`` branches
-follow, because a level value no allowed filter spells out exists (levels
-are unbounded text). ``TOPIC_LEVELS_MAX`` and ``TOPIC_BYTES_MAX`` are
-ignored there, which can only refuse, never allow, more. A filter covered
-by the grant and by the rule is covered by their intersection (X ⊆ A ∩ B iff
-X ⊆ A and X ⊆ B), so no intersection is ever computed.
+``a/#`` though neither does alone (``_acl_filters`` has the walk). A filter
+covered by the grant and by the rule is covered by their intersection (X ⊆
+A ∩ B iff X ⊆ A and X ⊆ B), so no intersection is ever computed.
 
 **Speed.** A rule is compiled once into a small trie whose ``{node_id}``
 levels are matched against the identity's id at check time, so nothing is
@@ -69,17 +64,24 @@ This module does no I/O and keeps no clock.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gridmesh.errors import InvalidTopic
+from gridmesh.security._acl_filters import (
+    NODE_ID_PLACEHOLDER,
+    FilterSet,
+    covers,
+    name_levels,
+    template_filter,
+    template_text,
+)
 from gridmesh.security._errors import Unauthorized
-from gridmesh.topics import validate_topic_filter, validate_topic_name
+from gridmesh.topics import validate_topic_filter
 from gridmesh.wire import UINT64_MAX
 
 __all__ = [
@@ -99,8 +101,6 @@ __all__ = [
     "covers",
 ]
 
-#: The level of a filter that is replaced by the node id.
-NODE_ID_PLACEHOLDER = "{node_id}"
 #: The longest role name: roles are short words (``dso``, ``meter``).
 ROLE_BYTES_MAX = 32
 #: Rules in one policy (one per role).
@@ -112,16 +112,9 @@ GRANT_ENTRIES_MAX = 64
 #: The longest service name; the same rule as ``gridmesh.protocols.rpc`` (kept
 #: here so that ``security`` does not import ``protocols``).
 SERVICE_NAME_BYTES_MAX = 255
-#: How many recently checked topic and service names are kept split into levels.
-_NAME_LEVELS_CACHED_MAX = 4096
 
 _SERVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]*")
 _ROLE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
-# Something that looks like a placeholder: a typo ({nodeid}) must not pass as text.
-_PLACEHOLDER_LIKE = re.compile(r"\{[A-Za-z0-9_]*\}")
-# The level a compiled filter holds for {node_id}. No topic name holds U+0000,
-# so this never equals a level of a name.
-_NODE_LEVEL = "\x00"
 _ACTIONS = ("publish", "subscribe", "call", "expose")
 
 
@@ -167,201 +160,33 @@ class AccessDenied(Unauthorized):
         super().__init__(f"{role} {node_id} may not {action} {shown!r}", field=kind)
 
 
-# --- filters as rules and grants write them ---------------------------------------------
-
-
-def _template_filter(text: object) -> tuple[str, ...]:
-    """A filter with ``{node_id}`` levels, validated; its levels, placeholder as _NODE_LEVEL.
-
-    Raises ``ValueError`` naming the problem.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"a topic filter is text, got {text!r}")
-    levels = text.split("/")
-    placeholder_at = [depth for depth, level in enumerate(levels) if level == NODE_ID_PLACEHOLDER]
-    for level in levels:
-        if level != NODE_ID_PLACEHOLDER and _PLACEHOLDER_LIKE.search(level):
-            raise ValueError(
-                f"topic filter {text!r}: the only placeholder is {NODE_ID_PLACEHOLDER}, "
-                "as a whole level"
-            )
-    for depth in placeholder_at:
-        levels[depth] = "1"
-    try:
-        normalized = validate_topic_filter("/".join(levels)).split("/")
-    except InvalidTopic as exc:
-        raise ValueError(f"topic filter {text!r}: {exc.problem}") from None
-    for depth in placeholder_at:
-        normalized[depth] = _NODE_LEVEL
-    return tuple(normalized)
-
-
-def _template_text(levels: tuple[str, ...]) -> str:
-    return "/".join(NODE_ID_PLACEHOLDER if level == _NODE_LEVEL else level for level in levels)
+# --- compiled rules and grants -------------------------------------------------------
 
 
 def _check_filters(entries: Sequence[str]) -> tuple[str, ...]:
     """Rule entries validated and normalized (``a/*`` is ``a/#``), duplicates dropped."""
     if len(entries) > RULE_ENTRIES_MAX:
         raise ValueError(f"more than RULE_ENTRIES_MAX ({RULE_ENTRIES_MAX}) topic filters")
-    return tuple(dict.fromkeys(_template_text(_template_filter(entry)) for entry in entries))
-
-
-# --- compiled filters -----------------------------------------------------------------
-
-
-class _FilterNode:
-    """One level of compiled filters: children by level text; whether a filter ends here."""
-
-    __slots__ = ("below", "children", "here")
-
-    def __init__(self) -> None:
-        self.children: dict[str, _FilterNode] | None = None
-        self.here = False  # a filter ends at this level
-        self.below = False  # a filter ends in "/#" here ("#" alone at the root)
-
-
-class _FilterSet:
-    """Compiled filters that may hold ``{node_id}`` levels; answers "does any match?"."""
-
-    __slots__ = ("_root", "templates")
-
-    def __init__(self, templates: Iterable[tuple[str, ...]]) -> None:
-        self.templates = tuple(dict.fromkeys(templates))
-        self._root = _FilterNode()
-        for levels in self.templates:
-            node = self._root
-            below = levels[-1] == "#"
-            for level in levels[:-1] if below else levels:
-                if node.children is None:
-                    node.children = {}
-                node = node.children.setdefault(level, _FilterNode())
-            if below:
-                node.below = True
-            else:
-                node.here = True
-
-    def matches(self, levels: tuple[str, ...], node_text: str) -> bool:
-        """Whether a filter, ``{node_id}`` read as ``node_text``, matches the name's levels."""
-        root = self._root
-        first = levels[0]
-        dollar = first[:1] == "$"  # wildcards at the first level do not match it (MQTT 4.7.2)
-        if root.below and not dollar:
-            return True
-        children = root.children
-        if children is None:
-            return False
-        stack: list[tuple[_FilterNode, int]] = []
-        if (node := children.get(first)) is not None:
-            stack.append((node, 1))
-        if not dollar and (node := children.get("+")) is not None:
-            stack.append((node, 1))
-        if first == node_text and (node := children.get(_NODE_LEVEL)) is not None:
-            stack.append((node, 1))
-        depth_max = len(levels)
-        while stack:
-            node, depth = stack.pop()
-            if node.below:  # "#" matches the parent level and everything below
-                return True
-            if depth == depth_max:
-                if node.here:
-                    return True
-                continue
-            children = node.children
-            if children is None:
-                continue
-            level = levels[depth]
-            if (child := children.get(level)) is not None:
-                stack.append((child, depth + 1))
-            if (child := children.get("+")) is not None:
-                stack.append((child, depth + 1))
-            if level == node_text and (child := children.get(_NODE_LEVEL)) is not None:
-                stack.append((child, depth + 1))
-        return False
-
-    def covers(self, topic_filter: tuple[str, ...], node_text: str) -> bool:
-        """Whether these filters, ``{node_id}`` read as ``node_text``, cover ``topic_filter``."""
-        expanded = [
-            tuple(node_text if level == _NODE_LEVEL else level for level in levels)
-            for levels in self.templates
-        ]
-        return _covered(topic_filter, expanded)
+    return tuple(dict.fromkeys(template_text(template_filter(entry)) for entry in entries))
 
 
 @dataclass(frozen=True, slots=True)
 class _Permissions:
     """One rule or grant, compiled."""
 
-    publish: _FilterSet
-    subscribe: _FilterSet
-    call: _FilterSet
-    expose: _FilterSet
+    publish: FilterSet
+    subscribe: FilterSet
+    call: FilterSet
+    expose: FilterSet
 
 
 def _compile(lists: Sequence[Sequence[str]]) -> _Permissions:
     """The four lists (publish, subscribe, call, expose) compiled; ``ValueError`` if invalid."""
-    publish, subscribe, call, expose = (_FilterSet(map(_template_filter, one)) for one in lists)
+    publish, subscribe, call, expose = (FilterSet(map(template_filter, one)) for one in lists)
     return _Permissions(publish, subscribe, call, expose)
 
 
 _DENY_ALL = _compile(((), (), (), ()))
-
-
-# --- coverage -------------------------------------------------------------------------
-
-
-def _covered(topic_filter: tuple[str, ...], allowed: list[tuple[str, ...]]) -> bool:
-    """Whether every name ``topic_filter`` matches is matched by a filter of ``allowed``.
-
-    Both hold valid, normalized filters as levels. See the module docstring.
-    """
-    rest = topic_filter  # the levels of the checked filter still to walk
-    depth = 0
-    while allowed:
-        head = rest[0] if rest else None  # None: the name ends here
-        # A name whose first level starts with "$" escapes first-level wildcards.
-        shielded = depth == 0 and head is not None and head[:1] == "$"
-        if not shielded and any(levels and levels[0] == "#" for levels in allowed):
-            return True  # an allowed "#" matches whatever follows, and the parent
-        if head is None:
-            return any(not levels for levels in allowed)
-        if head == "#":
-            # Names that end here (a "#" matches its parent level: never at the root,
-            # a name has a level) and names with one more level of any value.
-            if depth > 0 and not any(not levels for levels in allowed):
-                return False
-            allowed = [levels[1:] for levels in allowed if levels and levels[0] == "+"]
-            depth += 1
-            continue
-        if head == "+":
-            # Some level value is spelled out by no allowed filter: only "+" follows it.
-            allowed = [levels[1:] for levels in allowed if levels and levels[0] == "+"]
-        elif shielded:
-            allowed = [levels[1:] for levels in allowed if levels and levels[0] == head]
-        else:
-            allowed = [levels[1:] for levels in allowed if levels and levels[0] in (head, "+")]
-        rest = rest[1:]
-        depth += 1
-    return False
-
-
-def covers(allowed: Iterable[str], topic_filter: str) -> bool:
-    """Whether every topic name ``topic_filter`` matches is matched by one of ``allowed``.
-
-    Exact for MQTT ``+``, ``#`` and the ``$`` rule, over a set of filters. Raises
-    ``InvalidTopic`` for an invalid filter.
-    """
-    levels = tuple(validate_topic_filter(topic_filter).split("/"))
-    return _covered(levels, [tuple(validate_topic_filter(one).split("/")) for one in allowed])
-
-
-@lru_cache(maxsize=_NAME_LEVELS_CACHED_MAX)
-def _name_levels(name: str) -> tuple[str, ...] | None:
-    """A topic name's levels, or None if it is not a valid name."""
-    try:
-        return tuple(validate_topic_name(name).split("/"))
-    except InvalidTopic:
-        return None
 
 
 # --- rules and the configuration ------------------------------------------------------
@@ -620,7 +445,7 @@ class AccessPolicy:
         parts = self._parts(role, node_id, grant)
         if parts is None or type(topic) is not str:
             return False
-        levels = _name_levels(topic)
+        levels = name_levels(topic)
         if levels is None:
             return False
         rule, granted, node_text = parts
@@ -655,7 +480,7 @@ class AccessPolicy:
             or _SERVICE_NAME.fullmatch(service) is None
         ):
             return False
-        levels = _name_levels(service)
+        levels = name_levels(service)
         assert levels is not None  # a service name is a valid topic name
         rule, granted, node_text = parts
         if action is Action.CALL:
