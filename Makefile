@@ -29,9 +29,12 @@ types: $(STAMP)
 
 # tests/test_topics_mosquitto.py checks topic matching against a real Mosquitto broker.
 MOSQUITTO_INSTALL ?= apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
+# tests/test_report_html_chromium.py opens report.html in headless Chromium.
+CHROMIUM_INSTALL ?= apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 pytest: $(STAMP)
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || ($(MOSQUITTO_INSTALL))
+	@command -v chromium >/dev/null || ($(CHROMIUM_INSTALL))
 	$(BIN)/python -m pytest -W error -q
 
 test: lint types pytest

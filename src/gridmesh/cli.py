@@ -49,9 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("scenario", type=Path, metavar="FILE", help="scenario file (TOML)")
     simulate.add_argument("--seed", type=_non_negative_int, help="override the scenario's seed")
     simulate.add_argument(
-        "--out", type=Path, default=None, help="directory for report.json (default: out/NAME)"
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for report.json, report.html and the CSV files (default: out/NAME)",
     )
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.add_argument(
+        "--no-html", action="store_true", help="skip report.html (and its plots); JSON and CSV only"
+    )
     simulate.set_defaults(handler=_simulate)
 
     compare = commands.add_parser(
@@ -89,9 +95,10 @@ def _non_negative_int(text: str) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from gridmesh.scenarios import load_scenario, render_summary, run_scenario, write_report
+    from gridmesh.scenarios import load_scenario, render_summary, run_scenario, write_outputs
 
     scenario = load_scenario(args.scenario)
+    source = args.scenario.read_text(encoding="utf-8")  # load_scenario read it: it exists
     out = args.out if args.out is not None else Path("out") / scenario.name
     console = Console()
     duration = scenario.simulation.duration_s
@@ -113,9 +120,14 @@ def _simulate(args: argparse.Namespace) -> int:
             progress=lambda now: progress.update(task, completed=min(now, duration)),
         )
     wall_s = time.perf_counter() - started
-    path = write_report(report, out)
+    written = write_outputs(report, out, scenario=scenario, source=source, html=not args.no_html)
+    files_s = time.perf_counter() - started - wall_s
     console.print(render_summary(report))
-    console.print(f"report: {path}   (wall time {wall_s:.1f} s, {report['events']:,} events)")
+    console.print(f"report: {written[0]}   (wall time {wall_s:.1f} s, {report['events']:,} events)")
+    console.print(
+        f"beside it: {', '.join(path.name for path in written[1:])}   (written in {files_s:.1f} s)",
+        soft_wrap=True,
+    )
     return 0
 
 

@@ -10,7 +10,14 @@ from typing import Any
 
 from rich.table import Table
 
-__all__ = ["cdf", "percentiles", "render_summary", "rounded", "write_report"]
+__all__ = [
+    "cdf",
+    "percentiles",
+    "render_summary",
+    "rounded",
+    "summary_sections",
+    "write_report",
+]
 
 _DIGITS = 6
 
@@ -59,6 +66,16 @@ def render_summary(report: dict[str, object]) -> Table:
     table = Table(title=f"{report['scenario']}  (seed {report['seed']})", show_header=False)
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
+    for index, section in enumerate(summary_sections(report)):
+        if index:
+            table.add_section()
+        for name, value in section:
+            table.add_row(name, value)
+    return table
+
+
+def summary_sections(report: dict[str, object]) -> list[list[tuple[str, str]]]:
+    """The summary figures as (name, value) rows: the run, then each query and estimate."""
     latency = report["latency_s"]
     assert isinstance(latency, dict)
     per_node = report["messages_per_node"]
@@ -83,17 +100,10 @@ def render_summary(report: dict[str, object]) -> Table:
             ("messages sent by origin", f"{report['origin_messages_sent']:,}"),
             ("duplicates per delivery", f"{report['duplicates_per_delivery']}"),
         ]
-    for name, value in rows:
-        table.add_row(name, value)
-    for query in _entries(report.get("aggregates")):
-        table.add_section()
-        for name, value in _aggregate_rows(query):
-            table.add_row(name, value)
-    for estimate in _entries(report.get("estimates")):
-        table.add_section()
-        for name, value in _estimate_rows(estimate):
-            table.add_row(name, value)
-    return table
+    sections = [rows]
+    sections += [_aggregate_rows(query) for query in _entries(report.get("aggregates"))]
+    sections += [_estimate_rows(estimate) for estimate in _entries(report.get("estimates"))]
+    return sections
 
 
 def _entries(section: object) -> list[dict[str, Any]]:

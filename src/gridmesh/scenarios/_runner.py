@@ -339,9 +339,11 @@ def _report(
         "delivered": delivered_total,
         "delivery_ratio": rounded(delivered_total / targets_total) if targets_total else None,
         "latency_s": percentiles(all_latencies),
+        "latency_cdf_s": cdf(all_latencies),
         "messages_sent": sim.messages_sent,
         "bytes_sent": sim.bytes_sent,
         "messages_per_node": {"mean": rounded(sim.messages_sent / node_count), "max": max(sent)},
+        "messages_per_node_cdf": cdf(sent),
         "origin_messages_sent": sum(sent[origin - 1] for origin in origins),
         "origin_bytes_sent": sum(sim.bytes_by_node[origin - 1] for origin in origins),
         "busiest_node": {
