@@ -9,6 +9,9 @@ randomness. Key files are read and written by ``gridmesh.keystore``. The pieces:
   RFC 9052, on cbor2 and cryptography (docs/COSE.md);
 * ``_acl``, ``_replay``, ``_score``: role-based ACLs per topic filter and service,
   per-origin replay windows, per-peer rate limits and scores (docs/ACCESS.md);
+* ``_link``: the mutually authenticated handshake (X25519, certificate-signed,
+  SIGMA-style) and sealed frames (ChaCha20-Poly1305, anti-replay window) of a
+  link between two nodes; not yet driven by ``Node``;
 * ``_errors``: what a refused message is counted as.
 """
 
