@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
 import random
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,8 @@ from gridmesh.bridges._mqtt_config import MqttBridgeConfig, load_mqtt_bridge_con
 from gridmesh.config import load_toml, validate_model
 from gridmesh.errors import ConfigError, LocalProtocolError
 from gridmesh.node import NodeConfig
-from gridmesh.protocols import Peer
-from gridmesh.runtime import UdpNode, constant_reading, format_address, load_readings, parse_address
-from gridmesh.runtime.cli import run_async
+from gridmesh.runtime import UdpNode, load_readings
+from gridmesh.runtime.cli import node_endpoints, run_async, start_node
 
 __all__ = ["add_bridge_commands"]
 
@@ -102,37 +99,8 @@ def _load(path: Path, node_id: int) -> tuple[NodeConfig, MqttBridgeConfig, dict[
     return config, bridge_config, readings
 
 
-def _seed(text: str) -> Peer:
-    host, port = parse_address(text, field="--join")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise ConfigError(
-            "command line", "--join", "a resolvable HOST:PORT", got=f"{text} ({exc})"
-        ) from None
-    return Peer(0, format_address(str(infos[0][4][0]), port))
-
-
-def _check_advertise(args: argparse.Namespace, host: str) -> None:
-    if args.advertise is not None:
-        parse_address(args.advertise, field="--advertise")
-        return
-    try:
-        unspecified = ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        unspecified = True  # a name: peers need an IP
-    if unspecified:
-        raise ConfigError(
-            "command line",
-            "--advertise",
-            "an IP:PORT peers can reach, when --listen is a name or a wildcard address",
-            got=args.listen,
-        )
-
-
 def _bridge_mqtt(args: argparse.Namespace) -> int:
-    listen = parse_address(args.listen, field="--listen")
-    _check_advertise(args, listen[0])
+    listen, seeds = node_endpoints(args)
     if not 0 < args.id < 2**64:
         raise ConfigError("command line", "--id", "an integer in 1..2**64-1", got=args.id)
     config, bridge_config, raw_readings = _load(args.config, args.id)
@@ -142,7 +110,6 @@ def _bridge_mqtt(args: argparse.Namespace) -> int:
         docs=_NODE_DOCS,
         readings_max=config.aggregation.readings_max,
     )
-    seeds = tuple(_seed(text) for text in args.join)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(name)s %(message)s",
@@ -159,17 +126,7 @@ def _bridge_mqtt(args: argparse.Namespace) -> int:
             advertise=args.advertise,
             rng=random.Random(args.seed) if args.seed is not None else None,
         )
-        for name, value in readings.items():
-            udp.set_reading(name, constant_reading(value))
-        try:
-            await udp.start()
-        except OSError as exc:
-            raise ConfigError(
-                "command line",
-                "--listen",
-                "an address this host can bind",
-                got=f"{args.listen} ({exc.strerror})",
-            ) from None
+        await start_node(udp, readings, args.listen)
         bridge = MqttBridge(udp, bridge_config)
         try:
             await bridge.start()

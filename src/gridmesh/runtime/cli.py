@@ -38,7 +38,9 @@ __all__ = [
     "add_runtime_commands",
     "load_node_config",
     "load_node_settings",
+    "node_endpoints",
     "run_async",
+    "start_node",
 ]
 
 _T = TypeVar("_T")
@@ -228,7 +230,8 @@ def _resolve_seed(text: str) -> Peer:
     return Peer(0, format_address(str(infos[0][4][0]), port))
 
 
-def _node(args: argparse.Namespace) -> int:
+def node_endpoints(args: argparse.Namespace) -> tuple[tuple[str, int], tuple[Peer, ...]]:
+    """``--listen`` as (host, port) and the ``--join`` seeds, checked with ``--advertise``."""
     listen = parse_address(args.listen, field="--listen")
     seeds = tuple(_resolve_seed(a) for a in args.join)
     if args.advertise is not None:
@@ -246,6 +249,26 @@ def _node(args: argparse.Namespace) -> int:
             "an IP:PORT peers can reach, when --listen is a name or a wildcard address",
             got=args.listen,
         )
+    return listen, seeds
+
+
+async def start_node(udp: UdpNode, readings: Mapping[str, ReadingValue], listen_text: str) -> None:
+    """Give a node its static readings and bind it; a bind failure is a ``ConfigError``."""
+    for name, value in readings.items():
+        udp.set_reading(name, constant_reading(value))
+    try:
+        await udp.start()
+    except OSError as exc:
+        raise ConfigError(
+            "command line",
+            "--listen",
+            "an address this host can bind",
+            got=f"{listen_text} ({exc.strerror})",
+        ) from None
+
+
+def _node(args: argparse.Namespace) -> int:
+    listen, seeds = node_endpoints(args)
     node_id = args.id if args.id is not None else secrets.randbits(63) + 1
     if not 0 < node_id < 2**64:
         raise ConfigError("command line", "--id", "an integer in 1..2**64-1", got=node_id)
@@ -307,17 +330,7 @@ def _node(args: argparse.Namespace) -> int:
             on_delivery=on_delivery,
             event_store=historian,
         )
-        for name, value in settings.readings.items():
-            udp.set_reading(name, constant_reading(value))
-        try:
-            await udp.start()
-        except OSError as exc:
-            raise ConfigError(
-                "command line",
-                "--listen",
-                "an address this host can bind",
-                got=f"{args.listen} ({exc.strerror})",
-            ) from None
+        await start_node(udp, settings.readings, args.listen)
         log.warning("node %d listening on %s", node_id, udp.advertise)
         if args.subscribe:
             udp.subscribe(args.subscribe, on_event=on_event, on_done=on_subscribed)
@@ -450,6 +463,16 @@ def _publish(args: argparse.Namespace) -> int:
         "unit": args.unit,
     }
 
+    answer = _ask(via, body, "publish")
+    if answer is None:
+        return EXIT_FAILURE
+    print(f"published event {answer.get('event_id')} (seq {answer.get('seq')}) via {via}")
+    return 0
+
+
+def _ask(via: str, body: dict[str, object], what: str) -> dict[str, object] | None:
+    """One control request to the node at ``via``; None (said on stderr) if it failed."""
+
     async def ask() -> dict[str, object]:
         async with await ControlClient.open() as client:
             return await client.request(via, body)
@@ -458,12 +481,11 @@ def _publish(args: argparse.Namespace) -> int:
         answer = run_async(ask())
     except NodeUnreachable as error:
         print(f"gridmesh: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return None
     if not answer.get("ok"):
-        print(f"gridmesh: {answer.get('error')}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(f"published event {answer.get('event_id')} (seq {answer.get('seq')}) via {via}")
-    return 0
+        print(f"gridmesh: {what} refused: {answer.get('error')}", file=sys.stderr)
+        return None
+    return answer
 
 
 def _broadcast(args: argparse.Namespace) -> int:
@@ -481,18 +503,8 @@ def _broadcast(args: argparse.Namespace) -> int:
         body["group"] = args.group
     if args.reliability is not None:
         body["reliability"] = args.reliability
-
-    async def ask() -> dict[str, object]:
-        async with await ControlClient.open() as client:
-            return await client.request(via, body)
-
-    try:
-        answer = run_async(ask())
-    except NodeUnreachable as error:
-        print(f"gridmesh: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    if not answer.get("ok"):
-        print(f"gridmesh: broadcast refused: {answer.get('error')}", file=sys.stderr)
+    answer = _ask(via, body, "broadcast")
+    if answer is None:
         return EXIT_FAILURE
     print(answer["message_id"])
     return 0
