@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +34,7 @@ from pathlib import Path
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from _machine import machine as machine_info
 from gridmesh import __version__
 from gridmesh.security._cose import (
     ALG_A128GCM,
@@ -123,16 +122,6 @@ def measure(operations: int, repeats: int) -> dict[str, dict[str, float]]:
     return results
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--operations", type=int, default=5_000)
@@ -140,13 +129,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench/results/cose.json"))
     args = parser.parse_args()
     load = os.getloadavg()
-    machine = {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpus": os.cpu_count(),
-        "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
-        "load_average_at_start": [round(x, 2) for x in load],
-    }
+    machine = machine_info()
     print(f"{machine['python']} on {machine['platform']}")
     print(f"{machine['cpu']}, {machine['cpus']} CPUs, load average at start {load[0]:.2f}")
     print(f"{args.operations:,} operations x {args.repeats} repeats, one thread\n")

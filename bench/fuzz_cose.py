@@ -40,9 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -51,6 +49,7 @@ from pathlib import Path
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from _machine import machine as machine_info
 from gridmesh import __version__
 from gridmesh.security._cose import (
     _encrypt0_assemble,
@@ -256,16 +255,6 @@ def run(inputs: int, seed: int) -> dict[str, object]:
     }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--inputs", type=int, default=1_000_000)
@@ -273,13 +262,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench/results/fuzz-cose.json"))
     args = parser.parse_args()
     load = os.getloadavg()
-    machine = {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpus": os.cpu_count(),
-        "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
-        "load_average_at_start": [round(x, 2) for x in load],
-    }
+    machine = machine_info()
     print(f"{machine['python']} on {machine['platform']}")
     print(f"{machine['cpu']}, {machine['cpus']} CPUs, load average at start {load[0]:.2f}")
     print(f"fuzzing COSE decoding with {args.inputs:,} inputs, seed {args.seed}\n")

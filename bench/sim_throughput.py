@@ -32,6 +32,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from _machine import cpu_model
 from gridmesh import __version__
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
@@ -111,16 +112,6 @@ def traced_memory(nodes: int, broadcasts: int, seed: int) -> dict[str, float]:
     finally:
         tracemalloc.stop()
     return {"bytes_per_node_built": built / nodes, "bytes_per_node_after_run": after / nodes}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

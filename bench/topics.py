@@ -41,14 +41,13 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import statistics
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
+from _machine import machine as machine_info
 from gridmesh import __version__
 from gridmesh.topics import TopicTrie, _levels_match, validate_topic_filter, validate_topic_name
 
@@ -155,16 +154,6 @@ def brute_force(
     return time.perf_counter() - started, found
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscriptions", type=int, default=1_000_000)
@@ -178,13 +167,7 @@ def main() -> int:
     args = parser.parse_args()
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    machine = {
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpus": os.cpu_count(),
-        "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
-        "load_average_at_start": [round(x, 2) for x in load],
-    }
+    machine = machine_info()
     print(f"gridmesh {__version__} topic-matching benchmark")
     print(f"{machine['python']} on {machine['platform']}")
     print(f"{machine['cpu']}, {machine['cpus']} CPUs, load average at start {load[0]:.2f}\n")
