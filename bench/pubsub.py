@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,6 +43,7 @@ from pathlib import Path
 
 import cbor2
 
+from _machine import machine as machine_info
 from gridmesh import __version__
 from gridmesh.node import NodeConfig
 from gridmesh.protocols.pubsub import Event, EventManagerRef, PubSubConfig
@@ -350,12 +349,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench/results/pubsub.json"))
     args = parser.parse_args()
     variants = args.variants.split(",")
-    machine = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "gridmesh": __version__,
-    }
+    machine = machine_info() | {"gridmesh": __version__}
     print(
         f"gridmesh {__version__} pub/sub benchmark, {args.events:,} events, "
         f"python {machine['python']}, {machine['cpus']} CPUs"

@@ -30,6 +30,7 @@ import statistics
 import time
 from pathlib import Path
 
+from _machine import machine as machine_info
 from gridmesh import __version__
 from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Peer
@@ -208,7 +209,7 @@ def main() -> int:
             f"max {silence['max']:.2f} s; {result['wall_s']} s"  # type: ignore[index]
         )
     report = {
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine_info(),
         "gridmesh": __version__,
         "setup": vars(args) | {"json": str(args.json), "rate_per_s": RATE_PER_S},
         "runs": runs,
