@@ -521,10 +521,9 @@ def test_retention_by_age_and_count_together_report_the_total(make: Make) -> Non
 
 
 def test_retention_deletes_in_chunks(make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gridmesh.historian import _postgres
+    from gridmesh.historian import _skeleton
 
-    monkeypatch.setattr(_sqlite, "RETENTION_CHUNK_ROWS", 7)
-    monkeypatch.setattr(_postgres, "RETENTION_CHUNK_ROWS", 7)
+    monkeypatch.setattr(_skeleton, "RETENTION_CHUNK_ROWS", 7)
     store = make(retention_s=1, events_max=20)
     store.append([ev("r", t) for t in range(2_000_000, 2_000_050)])
     store.append([ev("r", t) for t in range(30)])

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self
@@ -36,18 +36,16 @@ from gridmesh.errors import LocalProtocolError
 from gridmesh.historian._config import HistorianConfig
 from gridmesh.historian._errors import HistorianError
 from gridmesh.historian._interface import (
-    APPEND_EVENTS_MAX,
-    QUERY_ROWS_DEFAULT,
     QueryCursor,
     wall_clock_us,
 )
-from gridmesh.historian._query import QueryPlan, StoredKey, check_uint64, plan_query, run_query
-from gridmesh.historian._rows import BIAS, SCHEMA_VERSION, row_from_event
+from gridmesh.historian._query import QueryPlan, StoredKey, run_query
+from gridmesh.historian._rows import SCHEMA_VERSION, Row
+from gridmesh.historian._skeleton import StoreSkeleton
 from gridmesh.protocols.pubsub import Event
 
 __all__ = ["PostgresHistorian"]
 
-RETENTION_CHUNK_ROWS = 20_000
 _LOCK_KEY = 0x47524D48  # pg_advisory_xact_lock key: "GRMH"
 _SCHEMA = (
     # source, event_id, seq, time_us: unsigned 64-bit values minus 2**63 (see _rows).
@@ -79,7 +77,7 @@ def _psycopg() -> Any:
     return importlib.import_module("psycopg")
 
 
-class PostgresHistorian:
+class PostgresHistorian(StoreSkeleton):
     """Events in a PostgreSQL database; see the module docstring."""
 
     def __init__(
@@ -111,12 +109,7 @@ class PostgresHistorian:
 
     # -- the Historian interface ------------------------------------------------------------
 
-    def append(self, events: Sequence[Event]) -> int:
-        """Store ``events`` in one transaction, durable on return; how many were new."""
-        if len(events) > APPEND_EVENTS_MAX:
-            raise LocalProtocolError(f"{len(events)} events in one append > {APPEND_EVENTS_MAX}")
-        stored_us = self._clock_us()
-        rows = [row_from_event(event, stored_us) for event in events]
+    def _insert(self, rows: list[Row]) -> int:
         with self._lock, self._guard("append") as conn:
             if not rows:
                 return 0
@@ -125,19 +118,7 @@ class PostgresHistorian:
                 cursor = conn.execute(_INSERT, columns)
             return int(cursor.rowcount)
 
-    def query(
-        self,
-        topic_filter: str,
-        *,
-        since_us: int | None = None,
-        until_us: int | None = None,
-        limit: int = QUERY_ROWS_DEFAULT,
-        after: QueryCursor | None = None,
-    ) -> list[Event]:
-        """Events on topics ``topic_filter`` matches, ``since_us <= time_us < until_us``."""
-        plan = plan_query(topic_filter, since_us, until_us, limit)
-        if after is not None and not isinstance(after, QueryCursor):
-            raise LocalProtocolError(f"after must be a QueryCursor, got {type(after).__name__}")
+    def _select(self, plan: QueryPlan, after: QueryCursor | None) -> list[Event]:
         with self._lock, self._guard("query") as conn, conn.transaction():
 
             def fetch(
@@ -147,20 +128,6 @@ class PostgresHistorian:
                 return list(conn.execute(sql, params).fetchall())
 
             return run_query(plan, after, fetch, self.location)
-
-    def apply_retention(self, now_us: int) -> int:
-        """Delete events older than ``retention_s``, then the oldest beyond ``events_max``."""
-        check_uint64(now_us, "now_us")
-        cutoff_us = now_us - self.config.retention_s * 1_000_000
-        deleted = 0
-        if cutoff_us > 0:
-            older = f"SELECT source, event_id FROM gridmesh_events WHERE time_us < %s {_ORDER}"
-            deleted += self._delete_chunks(older, (cutoff_us - BIAS,), None)
-        excess = self.count() - self.config.events_max
-        if excess > 0:
-            oldest = f"SELECT source, event_id FROM gridmesh_events {_ORDER}"
-            deleted += self._delete_chunks(oldest, (), excess)
-        return deleted
 
     def count(self) -> int:
         """How many events are stored."""
@@ -192,24 +159,19 @@ class PostgresHistorian:
 
     # -- inside -----------------------------------------------------------------------------
 
-    def _delete_chunks(
-        self, select_keys: str, params: tuple[int, ...], rows_max: int | None
-    ) -> int:
-        deleted = 0
-        while rows_max is None or deleted < rows_max:
-            chunk = RETENTION_CHUNK_ROWS
-            if rows_max is not None:
-                chunk = min(chunk, rows_max - deleted)
-            with self._lock, self._guard("apply_retention") as conn, conn.transaction():
-                cursor = conn.execute(
-                    "DELETE FROM gridmesh_events WHERE (source, event_id) IN "
-                    f"({select_keys} LIMIT %s)",
-                    (*params, chunk),
-                )
-            deleted += cursor.rowcount
-            if cursor.rowcount < chunk:
-                break
-        return deleted
+    def _delete_chunk(self, older_than: int | None, chunk: int) -> int:
+        params: tuple[int, ...]
+        if older_than is None:
+            select, params = f"SELECT source, event_id FROM gridmesh_events {_ORDER}", (chunk,)
+        else:
+            select = f"SELECT source, event_id FROM gridmesh_events WHERE time_us < %s {_ORDER}"
+            params = (older_than, chunk)
+        with self._lock, self._guard("apply_retention") as conn, conn.transaction():
+            cursor = conn.execute(
+                f"DELETE FROM gridmesh_events WHERE (source, event_id) IN ({select} LIMIT %s)",
+                params,
+            )
+        return int(cursor.rowcount)
 
     def _open_schema(self, conn: Any) -> None:
         with conn.transaction():

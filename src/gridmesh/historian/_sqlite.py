@@ -46,7 +46,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -56,13 +56,12 @@ from gridmesh.errors import LocalProtocolError
 from gridmesh.historian._config import HistorianConfig
 from gridmesh.historian._errors import HistorianError
 from gridmesh.historian._interface import (
-    APPEND_EVENTS_MAX,
-    QUERY_ROWS_DEFAULT,
     QueryCursor,
     wall_clock_us,
 )
-from gridmesh.historian._query import QueryPlan, StoredKey, check_uint64, plan_query, run_query
-from gridmesh.historian._rows import BIAS, SCHEMA_VERSION, Row, row_from_event
+from gridmesh.historian._query import QueryPlan, StoredKey, run_query
+from gridmesh.historian._rows import SCHEMA_VERSION, Row
+from gridmesh.historian._skeleton import RETENTION_CHUNK_ROWS, StoreSkeleton  # re-exported
 from gridmesh.protocols.pubsub import Event
 
 __all__ = ["APPLICATION_ID", "RETENTION_CHUNK_ROWS", "SqliteHistorian"]
@@ -70,7 +69,6 @@ __all__ = ["APPLICATION_ID", "RETENTION_CHUNK_ROWS", "SqliteHistorian"]
 #: ``PRAGMA application_id``: "GRMH", so ``file(1)`` and this module know the file.
 APPLICATION_ID = 0x47524D48
 #: Rows one retention transaction deletes.
-RETENTION_CHUNK_ROWS = 20_000
 #: Reading a row in time order and testing its topic costs about this many
 #: times reading one key of the covering topic index (measured: 0.2 vs 1 us);
 #: ``_scan_by_topic`` weighs the two walks with it.
@@ -115,7 +113,7 @@ _REASONS = {
 }
 
 
-class SqliteHistorian:
+class SqliteHistorian(StoreSkeleton):
     """Events in one SQLite file; see the module docstring for the guarantees."""
 
     def __init__(
@@ -150,12 +148,7 @@ class SqliteHistorian:
 
     # -- the Historian interface ------------------------------------------------------------
 
-    def append(self, events: Sequence[Event]) -> int:
-        """Store ``events`` in one transaction, durable on return; how many were new."""
-        if len(events) > APPEND_EVENTS_MAX:
-            raise LocalProtocolError(f"{len(events)} events in one append > {APPEND_EVENTS_MAX}")
-        stored_us = self._clock_us()
-        rows: list[Row] = [row_from_event(event, stored_us) for event in events]
+    def _insert(self, rows: list[Row]) -> int:
         with self._lock, self._guard("append") as db:
             if not rows:
                 return 0
@@ -165,19 +158,7 @@ class SqliteHistorian:
             db.execute("COMMIT")
             return db.total_changes - before
 
-    def query(
-        self,
-        topic_filter: str,
-        *,
-        since_us: int | None = None,
-        until_us: int | None = None,
-        limit: int = QUERY_ROWS_DEFAULT,
-        after: QueryCursor | None = None,
-    ) -> list[Event]:
-        """Events on topics ``topic_filter`` matches, ``since_us <= time_us < until_us``."""
-        plan = plan_query(topic_filter, since_us, until_us, limit)
-        if after is not None and not isinstance(after, QueryCursor):
-            raise LocalProtocolError(f"after must be a QueryCursor, got {type(after).__name__}")
+    def _select(self, plan: QueryPlan, after: QueryCursor | None) -> list[Event]:
         with self._lock, self._guard("query") as db:
             db.execute("BEGIN")  # one snapshot for every chunk of this page
             try:
@@ -192,21 +173,6 @@ class SqliteHistorian:
             finally:
                 if db.in_transaction:  # an error may have ended it already
                     db.execute("COMMIT")
-
-    def apply_retention(self, now_us: int) -> int:
-        """Delete events with ``time_us`` older than ``retention_s``, then the oldest
-        beyond ``events_max``; return how many were deleted."""
-        check_uint64(now_us, "now_us")
-        cutoff_us = now_us - self.config.retention_s * 1_000_000
-        deleted = 0
-        if cutoff_us > 0:
-            older = f"SELECT rowid FROM events WHERE time_us < ? {_ORDER} LIMIT ?"
-            deleted += self._delete_chunks(older, (cutoff_us - BIAS,), None)
-        excess = self.count() - self.config.events_max
-        if excess > 0:
-            oldest = f"SELECT rowid FROM events {_ORDER} LIMIT ?"
-            deleted += self._delete_chunks(oldest, (), excess)
-        return deleted
 
     def count(self) -> int:
         """How many events are stored (a scan of the smallest index)."""
@@ -261,24 +227,18 @@ class SqliteHistorian:
         cap = in_range // max(SORT_COST_RATIO, 1) + 1
         return _capped_count(db, "events_by_time", plan, cap, time=True) >= cap
 
-    def _delete_chunks(
-        self, select_rowids: str, params: tuple[int, ...], rows_max: int | None
-    ) -> int:
-        deleted = 0
-        while rows_max is None or deleted < rows_max:
-            chunk = RETENTION_CHUNK_ROWS
-            if rows_max is not None:
-                chunk = min(chunk, rows_max - deleted)
-            with self._lock, self._guard("apply_retention") as db:
-                db.execute("BEGIN IMMEDIATE")
-                cursor = db.execute(
-                    f"DELETE FROM events WHERE rowid IN ({select_rowids})", (*params, chunk)
-                )
-                db.execute("COMMIT")
-            deleted += cursor.rowcount
-            if cursor.rowcount < chunk:
-                break
-        return deleted
+    def _delete_chunk(self, older_than: int | None, chunk: int) -> int:
+        params: tuple[int, ...]
+        if older_than is None:
+            select, params = f"SELECT rowid FROM events {_ORDER} LIMIT ?", (chunk,)
+        else:
+            select = f"SELECT rowid FROM events WHERE time_us < ? {_ORDER} LIMIT ?"
+            params = (older_than, chunk)
+        with self._lock, self._guard("apply_retention") as db:
+            db.execute("BEGIN IMMEDIATE")
+            cursor = db.execute(f"DELETE FROM events WHERE rowid IN ({select})", params)
+            db.execute("COMMIT")
+        return int(cursor.rowcount)
 
     def _create_file(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
