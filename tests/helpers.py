@@ -21,9 +21,13 @@ class RecordingTransport:
     wakes: list[tuple[int, float]] = field(default_factory=list)
     multicasts: list[tuple[int, Envelope]] = field(default_factory=list)
     deliveries: list[tuple[int, Delivery]] = field(default_factory=list)
+    datagrams: list[tuple[int, Peer, bytes]] = field(default_factory=list)
 
     def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None:
         self.sent.extend((source, peer, message) for peer in peers)
+
+    def send_datagram(self, source: int, peer: Peer, data: bytes) -> None:
+        self.datagrams.append((source, peer, data))
 
     def multicast(self, source: int, message: Envelope) -> None:
         self.multicasts.append((source, message))

@@ -39,7 +39,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
-from gridmesh.protocols import Delivery, Membership, Peer, RandomSource
+from gridmesh.protocols import Delivery, Membership, Peer, RandomSource, new_envelope
 from gridmesh.protocols.aggregation import (
     COLLECT_LIMIT_DEFAULT,
     DEFAULT_REGISTRY,
@@ -81,7 +81,10 @@ from gridmesh.protocols.rpc import (
     ServiceCallsConfig,
     ServiceHandler,
 )
-from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, decode
+from gridmesh.security import Uncertified
+from gridmesh.security._link import KeySource, Link, LinkCredentials
+from gridmesh.security._links import LinkTable, Outcome
+from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, decode, encode
 
 __all__ = ["Node", "NodeConfig", "Transport"]
 
@@ -128,6 +131,10 @@ class Transport(Protocol):
 
     def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None: ...
 
+    def send_datagram(self, source: int, peer: Peer, data: bytes) -> None:
+        """Bytes to one peer as they are (a secure node's sealed frames and handshakes)."""
+        ...
+
     def multicast(self, source: int, message: Envelope) -> None:
         """Native multicast into ``source``'s LAN domain; LocalProtocolError if none."""
         ...
@@ -144,6 +151,8 @@ _AGGREGATION_KINDS = TreeAggregation.KINDS
 _PUSHSUM_KINDS = PushSum.KINDS
 _SERVICE_KINDS = ServiceCalls.KINDS
 _EVENT_MANAGER_KINDS = EventManager.KINDS
+_HANDSHAKE_STEPS = {Kind.SEC_HELLO: 0, Kind.SEC_REPLY: 1, Kind.SEC_FINISH: 2}
+_HANDSHAKE_KINDS = {step: kind for kind, step in _HANDSHAKE_STEPS.items()}
 _PUBSUB_CLIENT_KINDS = PubSubClient.KINDS
 
 
@@ -156,9 +165,12 @@ class Node:
         "_event_manager",
         "_functions",
         "_gossip_kinds",
+        "_handshake_timer",
+        "_links",
         "_me",
         "_membership_kinds",
         "_node_id",
+        "_now",
         "_observe",
         "_pubsub",
         "_pushsum",
@@ -187,6 +199,8 @@ class Node:
         seeds: tuple[Peer, ...] = (),
         functions: FunctionRegistry | None = None,
         event_store: EventStore | None = None,
+        credentials: LinkCredentials | None = None,
+        key_source: KeySource | None = None,
     ) -> None:
         if not 0 < node_id <= UINT64_MAX:
             raise LocalProtocolError(f"node id must be in 1..2**64-1, got {node_id}")
@@ -197,6 +211,12 @@ class Node:
         self.config = NodeConfig() if config is None else config
         self._timers: list[_Timer] | None = None
         self._timer_seq = 0
+        self._now = 0.0  # the latest time a driver told this node (for handshake timers)
+        # A node with credentials talks only over links proven by a handshake (security/).
+        self._links: LinkTable | None = None
+        self._handshake_timer = False
+        if credentials is not None:
+            self._links = LinkTable(credentials, key_source if key_source is not None else rng)
         self._wake_at = float("inf")
         self.rejected: dict[str, int] | None = None
         config = self.config
@@ -244,13 +264,27 @@ class Node:
 
     @property
     def message_bytes_max(self) -> int:
+        if self._links is not None:  # a sealed frame adds its own bytes
+            return self.config.message_bytes_max - Link.overhead_bytes()
         return self.config.message_bytes_max
 
     def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
         return self._transport.peer(node_id, address, service, groups)
 
     def send(self, peers: Sequence[Peer], message: Envelope) -> None:
-        self._transport.send(self._node_id, peers, message)
+        links = self._links
+        if links is None:
+            self._transport.send(self._node_id, peers, message)
+            return
+        data = encode(message)
+        transport = self._transport
+        for peer in peers:
+            frames, hello = links.send(peer.address, data, self._now)
+            for frame in frames:
+                transport.send_datagram(self._node_id, peer, frame)
+            if hello is not None:
+                self._send_handshake(peer, Kind.SEC_HELLO, hello)
+                self._arm_handshake_timer()
 
     def multicast(self, message: Envelope) -> None:
         self._transport.multicast(self._node_id, message)
@@ -308,6 +342,7 @@ class Node:
 
     def start(self, now: float) -> None:
         """Begin: join the membership and arm the periodic timers."""
+        self._now = now
         self.membership.start(now)
         self.gossip.start(now)
         if self._event_manager is not None:
@@ -315,6 +350,7 @@ class Node:
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due at ``now``, then ask to be woken for the next."""
+        self._now = now
         timers = self._timers
         if not timers:
             return
@@ -335,16 +371,106 @@ class Node:
                 self._transport.wake_at(self._node_id, self._wake_at)
 
     def receive_datagram(self, data: bytes, source: str, now: float) -> None:
-        """Decode and handle one datagram; malformed input is counted and dropped."""
+        """Decode and handle one datagram; malformed input is counted and dropped.
+
+        A node with credentials accepts only sealed frames of its links and
+        handshake messages; anything else is counted as ``uncertified``.
+        """
+        self._now = now
+        links = self._links
         try:
-            message = decode(data, message_bytes_max=self.config.message_bytes_max)
+            if links is not None and links.is_frame(data):
+                outcome = links.open(source, data, now)
+                self._carry_out(source, outcome)
+                if outcome.plaintext is None:
+                    return
+                assert outcome.peer is not None
+                message = decode(outcome.plaintext, message_bytes_max=self.config.message_bytes_max)
+                if message.sender != outcome.peer.node_id:
+                    raise Uncertified(
+                        f"node {outcome.peer.node_id} sent a message as node {message.sender}",
+                        field="sender",
+                    )
+            else:
+                message = decode(data, message_bytes_max=self.config.message_bytes_max)
+                if links is not None:
+                    self.receive_plain(message, source, now)
+                    return
         except RemoteProtocolError as error:
             self.note_rejected(error)
             return
-        self.receive(message, source, now)
+        self._dispatch(message, source, now)
+
+    @property
+    def secure(self) -> bool:
+        """Whether this node talks only over authenticated links (it has credentials)."""
+        return self._links is not None
+
+    @staticmethod
+    def is_frame(data: bytes) -> bool:
+        """Whether ``data`` is a sealed link frame (not a plain envelope)."""
+        return LinkTable.is_frame(data)
+
+    def receive_plain(self, message: Envelope, source: str, now: float) -> None:
+        """A secure node's decoded envelope that came outside a link: a handshake, or refused."""
+        links = self._links
+        assert links is not None
+        self._now = now
+        step = _HANDSHAKE_STEPS.get(message.kind)
+        try:
+            if step is None:
+                raise Uncertified(
+                    f"{message.kind.name} outside an authenticated link", field="kind"
+                )
+            self._carry_out(source, links.on_handshake(source, step, message.body, now))
+        except RemoteProtocolError as error:
+            self.note_rejected(error)
+
+    def _carry_out(self, source: str, outcome: Outcome) -> None:
+        """Send what a handshake step asks for: replies, then what waited for the link."""
+        if not outcome.replies and not outcome.flush:
+            return
+        peer = self._transport.peer(0, source, "", ())
+        for step, body in outcome.replies:
+            self._send_handshake(peer, _HANDSHAKE_KINDS[step], body)
+            if step == 0:
+                self._arm_handshake_timer()
+        for frame in outcome.flush:
+            self._transport.send_datagram(self._node_id, peer, frame)
+
+    def _send_handshake(self, peer: Peer, kind: Kind, body: list[object]) -> None:
+        message = new_envelope(self, kind, body, self._now)
+        self._transport.send_datagram(self._node_id, peer, encode(message))
+
+    def _arm_handshake_timer(self) -> None:
+        if not self._handshake_timer and self._links is not None:
+            self._handshake_timer = True
+            self.call_at(self._now + self._links.retry_s, self._retry_handshakes)
+
+    def _retry_handshakes(self, now: float) -> None:
+        links = self._links
+        assert links is not None
+        self._handshake_timer = False
+        for address, hello in links.due(now):
+            self._send_handshake(self._transport.peer(0, address, "", ()), Kind.SEC_HELLO, hello)
+        if links.waiting():
+            self._arm_handshake_timer()
 
     def receive(self, message: Envelope, source: str, now: float) -> None:
-        """Handle one decoded message from transport address ``source``."""
+        """Handle one decoded message from transport address ``source``.
+
+        A node with credentials takes nothing outside a link this way: a driver
+        that hands it a decoded message gets the message refused unless it is
+        a handshake step.
+        """
+        if self._links is not None:
+            self.receive_plain(message, source, now)
+        else:
+            self._dispatch(message, source, now)
+
+    def _dispatch(self, message: Envelope, source: str, now: float) -> None:
+        """Route a message this node accepts to the protocol whose kinds hold it."""
+        self._now = now  # handshake timers need the time
         kind = message.kind
         try:
             if kind is Kind.GOSSIP:
@@ -404,6 +530,7 @@ class Node:
         this message; ``reliability`` asks for a delivery probability instead
         of a fanout. Returns the message id.
         """
+        self._now = max(self._now, now)  # handshake timers need the time
         return self.gossip.broadcast(
             payload,
             topic=topic,
@@ -459,6 +586,7 @@ class Node:
         contributes; others relay. Unset arguments take ``config.aggregation``'s
         defaults. Returns the query id.
         """
+        self._now = max(self._now, now)  # handshake timers need the time
         return self.aggregation.aggregate(
             function,
             reading,
@@ -492,6 +620,7 @@ class Node:
         value)`` pairs within ``bytes_max`` (default: what fits one message), the
         number cut to stay within them (``dropped``) and the coverage. Returns the query id.
         """
+        self._now = max(self._now, now)  # handshake timers need the time
         return self.aggregation.collect(
             reading,
             now=now,
@@ -530,10 +659,12 @@ class Node:
         default); a ``continuous`` estimate restarts in a new epoch after them.
         Returns the estimate id, which any node passes to ``estimate``.
         """
+        self._now = max(self._now, now)  # handshake timers need the time
         return self.pushsum.start(function, reading, now=now, rounds=rounds, continuous=continuous)
 
     def restart_estimate(self, estimate_id: int, *, now: float) -> None:
         """Start the next epoch of an estimate this node started: fresh readings, fresh mass."""
+        self._now = max(self._now, now)  # handshake timers need the time
         self.pushsum.restart(estimate_id, now=now)
 
     def estimate(self, estimate_id: int) -> Estimate | None:
@@ -576,6 +707,7 @@ class Node:
         ``group``), and each delivers it if a local filter matches. Raises
         ``InvalidTopic`` for a bad topic, ``PublishQueueFull`` when too many wait.
         """
+        self._now = max(self._now, now)  # handshake timers need the time
         pubsub = self.pubsub
         if self.config.pubsub.mode == "gossip":
             event = pubsub.new_event(topic, value, now=now, unit=unit, time_us=time_us)
@@ -601,6 +733,7 @@ class Node:
         ``on_event(event, now)`` is called per event; ``on_done`` hears the Event
         Manager's answer. Returns the request id.
         """
+        self._now = max(self._now, now)  # handshake timers need the time
         texts = [filters] if isinstance(filters, str) else list(filters)
         return self.pubsub.subscribe(texts, now=now, on_event=on_event, on_done=on_done)
 
@@ -612,6 +745,7 @@ class Node:
         on_done: Callable[[SubscribeResult], None] | None = None,
     ) -> int:
         """Stop receiving events for ``filters``."""
+        self._now = max(self._now, now)  # handshake timers need the time
         texts = [filters] if isinstance(filters, str) else list(filters)
         return self.pubsub.unsubscribe(texts, now=now, on_done=on_done)
 
@@ -647,6 +781,7 @@ class Node:
         (``CallTimeout`` after ``timeout_s``, default ``config.services``'s).
         Returns the call id.
         """
+        self._now = max(self._now, now)  # handshake timers need the time
         if not isinstance(target, Peer):
             known = [p for p in self.membership.neighbors() if p.node_id == target]
             if not known:
@@ -672,6 +807,7 @@ class Node:
             **(services.stats() if services is not None else ServiceCalls.idle_stats()),
             **(self._pubsub.stats() if self._pubsub is not None else {}),
             **(self._event_manager.stats() if self._event_manager is not None else {}),
+            **(self._links.stats() if self._links is not None else {}),
         }
         for reason, count in (self.rejected or {}).items():
             counters[f"rejected_{reason}"] = count

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import socket
 import time
 from collections import OrderedDict
@@ -71,6 +72,7 @@ from gridmesh.runtime._control_requests import (
     parse_estimate_request,
     required_int,
 )
+from gridmesh.security._link import LinkCredentials
 from gridmesh.wire import Envelope, Kind, decode, encode
 
 __all__ = ["CONTROL_AGGREGATES_MAX", "CONTROL_ANSWERS_KEPT_MAX", "DELIVERIES_KEPT_MAX", "UdpNode"]
@@ -111,6 +113,7 @@ class UdpNode(asyncio.DatagramProtocol):
         rng: random.Random | None = None,
         on_delivery: Callable[[Delivery], None] | None = None,
         event_store: EventStore | None = None,
+        credentials: LinkCredentials | None = None,
     ) -> None:
         if config is not None and config.gossip.mode == "hybrid":
             raise LocalProtocolError(
@@ -128,6 +131,9 @@ class UdpNode(asyncio.DatagramProtocol):
             address=self.advertise,
             seeds=seeds,
             event_store=event_store,
+            credentials=credentials,
+            # Link keys and nonces need the operating system's randomness, seeded runs or not.
+            key_source=secrets.SystemRandom() if credentials is not None else None,
         )
         self.on_delivery = on_delivery
         self.deliveries: OrderedDict[int, Delivery] = OrderedDict()
@@ -300,6 +306,9 @@ class UdpNode(asyncio.DatagramProtocol):
         host, port = str(addr[0]), int(str(addr[1]))
         source = format_address(host, port)
         node = self.node
+        if node.secure and node.is_frame(data):
+            node.receive_datagram(data, source, time.time())
+            return
         try:
             message = decode(data, message_bytes_max=node.config.message_bytes_max)
             if message.kind in _CONTROL_KINDS:
@@ -308,7 +317,10 @@ class UdpNode(asyncio.DatagramProtocol):
         except RemoteProtocolError as error:
             node.note_rejected(error)
             return
-        node.receive(message, source, time.time())
+        if node.secure:
+            node.receive_plain(message, source, time.time())
+        else:
+            node.receive(message, source, time.time())
 
     # -- Transport -----------------------------------------------------------
 
@@ -323,6 +335,16 @@ class UdpNode(asyncio.DatagramProtocol):
                 self.send_errors += 1
                 continue
             self._socket.sendto(data, destination)
+
+    def send_datagram(self, source: int, peer: Peer, data: bytes) -> None:
+        if len(data) > self.node.config.message_bytes_max:
+            self.oversized += 1
+            return
+        destination = self._resolve(peer.address)
+        if destination is None or self._socket is None:
+            self.send_errors += 1
+            return
+        self._socket.sendto(data, destination)
 
     def multicast(self, source: int, message: Envelope) -> None:
         raise LocalProtocolError("the UDP runtime has no native multicast")

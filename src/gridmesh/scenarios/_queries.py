@@ -99,6 +99,9 @@ class CountingTransport:
             self._count(self.estimates, _body_key(message.body), source, peers, message)
         self._sim.send(source, peers, message)
 
+    def send_datagram(self, source: int, peer: Peer, data: bytes) -> None:
+        self._sim.send_datagram(source, peer, data)
+
     def multicast(self, source: int, message: Envelope) -> None:
         self._sim.multicast(source, message)
 

@@ -105,6 +105,9 @@ class LinkCredentials:
     key: Ed25519PrivateKey = field(repr=False)
     revocations: RevocationSet | None = None
     clock_skew_s: float = 300.0
+    #: Unix seconds at ``now == 0``: 0 on real nodes (``now`` is the wall clock); a
+    #: simulation's start date, since the simulator's clock starts at 0.
+    epoch_s: float = 0.0
 
 
 def _random_bytes(source: KeySource, count: int) -> bytes:
@@ -131,7 +134,7 @@ def _verify_peer(credentials: LinkCredentials, certificate: bytes, now: float) -
     return verify_node_certificate(
         certificate,
         credentials.authority,
-        now=now,
+        now=credentials.epoch_s + now,
         revocations=credentials.revocations,
         clock_skew_s=credentials.clock_skew_s,
     )
@@ -210,12 +213,13 @@ class Initiator:
 class Responder:
     """The side that answers: ``Responder(hello)`` checks it, ``reply()``, ``on_finish``."""
 
-    __slots__ = ("_keys", "_peer", "_reply", "_signature", "_transcript")
+    __slots__ = ("_keys", "_peer", "_reply", "_signature", "_transcript", "hello")
 
     def __init__(
         self, credentials: LinkCredentials, hello: object, source: KeySource, now: float
     ) -> None:
         version, certificate, ephemeral, nonce_i = _fields(hello, 4, "a link HELLO")
+        self.hello = hello
         if version != LINK_VERSION or type(version) is not int:
             raise Uncertified(f"link version {version!r} is not spoken here", field="version")
         certificate = _bytes(certificate, "certificate", size_max=_CERTIFICATE_BYTES_MAX)

@@ -167,14 +167,8 @@ class Simulator:
         if not count:
             return
         data = encode(message)  # once per batch; a relay re-encodes only its tail
-        size = len(data)
         src = source - 1
-        self.messages_sent += count
-        self.sent_by_node[src] += count
-        self.bytes_by_node[src] += size * count
-        self.bytes_sent += size * count
-        if size > self.message_bytes_max:
-            self.messages_oversized += count
+        if not self._account(src, count, len(data)):
             return
         item = data if self.wire_fidelity else message
         trace = self.trace
@@ -206,6 +200,33 @@ class Simulator:
             self._seq += 1
             push((now + latency(), self._seq, _DELIVER, dst, item, src))
 
+    def send_datagram(self, source: int, peer: Peer, data: bytes) -> None:
+        """Bytes to one peer as they are: a secure node's sealed frames and handshakes.
+
+        The receiver gets them through ``receive_datagram`` whatever
+        ``wire_fidelity`` says; loss, latency and partitions apply as to ``send``.
+        """
+        src = source - 1
+        if not self._account(src, 1, len(data)):
+            return
+        dst = (peer.node_id or _address_to_id(peer.address)) - 1
+        if not 0 <= dst < len(self._nodes):
+            self.messages_unroutable += 1
+            return
+        if dst // self._domain_size == src // self._domain_size:
+            loss, latency = self._lan_loss, self._lan_latency
+        else:
+            loss, latency = self._wan_loss, self._wan_latency
+        if loss and self._loss_draw() < loss:
+            self.messages_lost += 1
+            return
+        group_of = self._group_of
+        if group_of is not None and group_of[src] != group_of[dst]:
+            self.messages_partitioned += 1
+            return
+        self._seq += 1
+        self._queue.push((self.now + latency(), self._seq, _DELIVER, dst, data, src))
+
     def multicast(self, source: int, message: Envelope) -> None:
         """Native multicast: one transmission reaches every other node of the source's domain.
 
@@ -213,14 +234,8 @@ class Simulator:
         then draws its own LAN loss and latency, and partitions apply.
         """
         data = encode(message)
-        size = len(data)
         src = source - 1
-        self.messages_sent += 1
-        self.sent_by_node[src] += 1
-        self.bytes_by_node[src] += size
-        self.bytes_sent += size
-        if size > self.message_bytes_max:
-            self.messages_oversized += 1
+        if not self._account(src, 1, len(data)):
             return
         item = data if self.wire_fidelity else message
         domain_size = self._domain_size
@@ -289,7 +304,7 @@ class Simulator:
                     node = nodes[target]
                     if node is None:
                         to_down += 1
-                    elif fidelity:
+                    elif fidelity or type(item) is bytes:
                         delivered += 1
                         node.receive_datagram(item, addresses[source], now)
                     else:
@@ -312,6 +327,17 @@ class Simulator:
             progress(self.now)
 
     # -- internals -----------------------------------------------------------
+
+    def _account(self, src: int, count: int, size: int) -> bool:
+        """Count ``count`` copies of ``size`` bytes from node index ``src``; False: too large."""
+        self.messages_sent += count
+        self.sent_by_node[src] += count
+        self.bytes_by_node[src] += size * count
+        self.bytes_sent += size * count
+        if size > self.message_bytes_max:
+            self.messages_oversized += count
+            return False
+        return True
 
     def _push(self, at: float, code: int, target: int, item: object, source: int) -> None:
         if at < self.now:

@@ -107,6 +107,10 @@ class Kind(IntEnum):
     # 2 service failed, 3 handler crashed, 4 result too large, 5 busy
     RPC_CALL = 40  # [service, args]; the envelope's message_id is the call id
     RPC_RESULT = 41  # [call_id, status, value | [code, text] | [size_bytes, limit_bytes] | null]
+    # link handshake (security/_link.py), plain envelopes between two nodes:
+    SEC_HELLO = 44  # [1, certificate, ephemeral, nonce]
+    SEC_REPLY = 45  # [certificate, ephemeral, nonce, signature]
+    SEC_FINISH = 46  # [signature]
     CONTROL = 64  # operator request to a local runtime (loopback only): {"op": ...}
     CONTROL_REPLY = 65  # the runtime's answer: {"ok": bool, ...}
 

@@ -1,0 +1,138 @@
+"""Attacks in the simulator: each must fail while honest delivery goes on unaffected.
+
+A grid authority certifies the honest nodes; every node with credentials
+talks only over links proven by the handshake (security/_link.py).
+"""
+
+from __future__ import annotations
+
+import random
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gridmesh.node import Node, NodeConfig
+from gridmesh.protocols import Delivery, Peer
+from gridmesh.protocols.dissemination import GossipConfig
+from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
+from gridmesh.security import (
+    Role,
+    create_authority,
+    issue_node_certificate,
+    load_authority,
+    verify_node_certificate,
+)
+from gridmesh.security._link import LinkCredentials
+from gridmesh.sim import ConstantLatency, LinkClass, NetworkConfig, Simulator
+from gridmesh.wire import Envelope, Kind, encode
+
+#: The simulation's clock starts at 0; certificates are dated from this Unix time.
+EPOCH_S = 1_795_000_000.0
+
+
+def key(seed: int) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(random.Random(seed).randbytes(32))
+
+
+class SecureGrid:
+    """``honest`` certified nodes (ids 1..honest) plus uncertified ones after them."""
+
+    def __init__(self, honest: int, intruders: int = 0, *, seed: int = 1) -> None:
+        self.authority_key = key(10_000 + seed)
+        self.authority = load_authority(
+            create_authority("Sim Grid", self.authority_key, now=EPOCH_S - 60, valid_days=30)
+        )
+        count = honest + intruders
+        link = LinkClass(latency=ConstantLatency(delay_s=0.01))
+        self.sim = Simulator(seed=seed, network=NetworkConfig(lan=link, wan=link))
+        directory = PeerDirectory(Peer(i, str(i)) for i in range(1, count + 1))
+        config = NodeConfig(
+            gossip=GossipConfig(fanout=6, hops=10),
+            membership=FullMembershipConfig(exchange_interval_s=0),
+        )
+        self.honest = range(1, honest + 1)
+        self.intruders = range(honest + 1, count + 1)
+        self.received: dict[int, list[Delivery]] = {}
+        self.sim.on_deliver = lambda n, d: self.received.setdefault(n, []).append(d)
+        self.sim.add_nodes(
+            count,
+            lambda i: Node(
+                i,
+                transport=self.sim,
+                rng=self.sim.node_rng,
+                config=config,
+                address=str(i),
+                directory=directory,
+                credentials=self.credentials(i) if i in self.honest else None,
+            ),
+        )
+
+    def credentials(self, node_id: int, role: Role = Role.METER) -> LinkCredentials:
+        node_key = key(node_id)
+        der = issue_node_certificate(
+            self.authority,
+            self.authority_key,
+            node_key.public_key(),
+            node_id=node_id,
+            role=role,
+            permissions=None,
+            serial=1000 + node_id,
+            now=EPOCH_S - 60,
+            valid_days=10,
+        )
+        identity = verify_node_certificate(der, self.authority, now=EPOCH_S)
+        return LinkCredentials(self.authority, identity, node_key, epoch_s=EPOCH_S)
+
+    def node(self, node_id: int) -> Node:
+        node = self.sim.node(node_id)
+        assert node is not None
+        return node
+
+    def broadcast(self, origin: int, at: float, topic: str = "TARIFF/RTP") -> None:
+        self.sim.schedule(at, lambda now: self.node(origin).broadcast(0.12, topic=topic, now=now))
+
+    def delivered(self, node_id: int, topic: str) -> int:
+        return sum(1 for d in self.received.get(node_id, []) if d.topic == topic)
+
+
+def test_certified_nodes_gossip_to_each_other_over_authenticated_links() -> None:
+    grid = SecureGrid(30)
+    grid.broadcast(1, at=0.5)
+    grid.sim.run(until_s=5.0)
+    assert all(grid.delivered(n, "TARIFF/RTP") == 1 for n in grid.honest if n != 1)
+    stats = grid.node(2).stats()
+    assert stats["sec_links"] > 0 and stats["sec_handshakes_failed"] == 0
+    assert not any(k.startswith("rejected_") for k in stats), stats
+
+
+def test_a_node_without_a_certificate_can_neither_send_nor_receive() -> None:
+    grid = SecureGrid(30, intruders=2)
+    intruder = grid.intruders[0]
+    grid.broadcast(1, at=0.5)  # honest traffic, some of it aimed at the intruders
+    grid.broadcast(intruder, at=0.6, topic="DR/COMMAND/forged")  # plain gossip from outside
+    grid.sim.run(until_s=10.0)
+    honest_others = [n for n in grid.honest if n != 1]
+    assert all(grid.delivered(n, "TARIFF/RTP") == 1 for n in honest_others)
+    assert not any(grid.delivered(n, "DR/COMMAND/forged") for n in grid.honest)
+    assert all(grid.delivered(n, "TARIFF/RTP") == 0 for n in grid.intruders)
+    refused = sum(grid.node(n).stats().get("rejected_uncertified", 0) for n in grid.honest)
+    assert refused >= 1
+    # What honest nodes meant for the intruders never left unsealed: their handshakes failed.
+    failed = sum(grid.node(n).stats()["sec_handshakes_failed"] for n in grid.honest)
+    assert failed >= 1
+
+
+def test_a_message_sealed_for_one_link_claiming_another_sender_is_refused() -> None:
+    grid = SecureGrid(5)
+    grid.broadcast(1, at=0.5)
+    grid.sim.run(until_s=2.0)
+    node2, node3 = grid.node(2), grid.node(3)
+    links = node2._links
+    assert links is not None
+    # Node 2 seals, for its link to node 3, a gossip message naming node 4 as sender.
+    forged = Envelope(Kind.GOSSIP, 77, 4, 4, "DR/COMMAND/x", 0, 10, [6, 1, "", False])
+    frames, _ = links.send("3", encode(forged), grid.sim.now)
+    assert frames
+    before = node3.stats().get("rejected_uncertified", 0)
+    node3.receive_datagram(frames[0], "2", grid.sim.now)
+    assert node3.stats()["rejected_uncertified"] == before + 1
+    assert grid.delivered(3, "DR/COMMAND/x") == 0
