@@ -25,7 +25,7 @@ from tests.test_security_sim import key
 CONFIG = NodeConfig(membership=FullMembershipConfig(exchange_interval_s=0.2, member_timeout_s=5))
 
 
-def credentials(node_id: int) -> LinkCredentials:
+def credentials(node_id: int, role: Role = Role.DTC) -> LinkCredentials:
     now = time.time()
     authority_key = key(4242)
     authority = load_authority(
@@ -37,7 +37,7 @@ def credentials(node_id: int) -> LinkCredentials:
         authority_key,
         node_key.public_key(),
         node_id=node_id,
-        role=Role.DTC,
+        role=role,
         permissions=None,
         serial=500 + node_id,
         now=now - 60,
@@ -62,7 +62,7 @@ def test_certified_udp_nodes_join_and_deliver_and_an_uncertified_one_is_refused(
             listen=("127.0.0.1", port_a),
             config=CONFIG,
             rng=random.Random(1),
-            credentials=credentials(1),
+            credentials=credentials(1, Role.DSO),
         )
         b = UdpNode(
             node_id=2,

@@ -7,6 +7,8 @@ talks only over links proven by the handshake (security/_link.py).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -27,6 +29,8 @@ from gridmesh.wire import Envelope, Kind, encode
 
 #: The simulation's clock starts at 0; certificates are dated from this Unix time.
 EPOCH_S = 1_795_000_000.0
+#: Node 1 is the utility's information system, node 2 an aggregator; the others meters.
+ROLES = {1: Role.DSO, 2: Role.AGGREGATOR}
 
 
 def key(seed: int) -> Ed25519PrivateKey:
@@ -34,9 +38,16 @@ def key(seed: int) -> Ed25519PrivateKey:
 
 
 class SecureGrid:
-    """``honest`` certified nodes (ids 1..honest) plus uncertified ones after them."""
+    """``honest`` certified nodes (ids 1..honest, roles ``ROLES``) plus uncertified ones."""
 
-    def __init__(self, honest: int, intruders: int = 0, *, seed: int = 1) -> None:
+    def __init__(
+        self,
+        honest: int,
+        intruders: int = 0,
+        *,
+        seed: int = 1,
+        node_class: dict[int, type[Node]] | None = None,
+    ) -> None:
         self.authority_key = key(10_000 + seed)
         self.authority = load_authority(
             create_authority("Sim Grid", self.authority_key, now=EPOCH_S - 60, valid_days=30)
@@ -53,16 +64,19 @@ class SecureGrid:
         self.intruders = range(honest + 1, count + 1)
         self.received: dict[int, list[Delivery]] = {}
         self.sim.on_deliver = lambda n, d: self.received.setdefault(n, []).append(d)
+        classes = node_class or {}
         self.sim.add_nodes(
             count,
-            lambda i: Node(
+            lambda i: classes.get(i, Node)(
                 i,
                 transport=self.sim,
                 rng=self.sim.node_rng,
                 config=config,
                 address=str(i),
                 directory=directory,
-                credentials=self.credentials(i) if i in self.honest else None,
+                credentials=self.credentials(i, ROLES.get(i, Role.METER))
+                if i in self.honest
+                else None,
             ),
         )
 
@@ -136,3 +150,101 @@ def test_a_message_sealed_for_one_link_claiming_another_sender_is_refused() -> N
     node3.receive_datagram(frames[0], "2", grid.sim.now)
     assert node3.stats()["rejected_uncertified"] == before + 1
     assert grid.delivered(3, "DR/COMMAND/x") == 0
+
+
+class EvilRelay(Node):
+    """A certified node that tampers with what it relays (``tamper`` decides how)."""
+
+    tamper: object = None
+
+    def send(self, peers: Sequence[Peer], message: Envelope) -> None:
+        if message.kind is Kind.GOSSIP and message.origin != self.node_id and self.tamper:
+            message = self.tamper(message)  # type: ignore[operator]
+        super().send(peers, message)
+
+
+def evil_grid(honest: int, evil: int, tamper: object, *, seed: int = 1) -> SecureGrid:
+    grid = SecureGrid.__new__(SecureGrid)
+    SecureGrid.__init__(grid, honest, seed=seed, node_class={evil: EvilRelay})
+    node = grid.node(evil)
+    assert isinstance(node, EvilRelay)
+    node.tamper = tamper
+    return grid
+
+
+def refused(grid: SecureGrid, reason: str) -> int:
+    return sum(grid.node(n).stats().get(f"rejected_{reason}", 0) for n in grid.honest)
+
+
+def test_a_relay_that_alters_the_payload_is_caught_and_the_true_tariff_still_arrives() -> None:
+    def alter(message: Envelope) -> Envelope:
+        fanout, _payload, group, forever = message.body  # type: ignore[misc]
+        return replace(message, body=[fanout, 9.99, group, forever], wire_prefix=None)
+
+    grid = evil_grid(30, evil=5, tamper=alter)
+    grid.broadcast(1, at=0.5)
+    grid.sim.run(until_s=5.0)
+    tariffs = [d.payload for n in grid.honest if n not in (1, 5) for d in grid.received.get(n, [])]
+    assert tariffs and set(tariffs) == {0.12}
+    assert len(tariffs) == 28  # everyone else got the true one, once
+    assert refused(grid, "bad_signature") >= 1
+
+
+def test_a_relay_that_forges_a_message_from_another_origin_is_caught() -> None:
+    def forge(message: Envelope) -> Envelope:
+        # A DR command "from the DSO": the relay has no DSO key, so it signs with its own.
+        evil = evil_node[0]
+        forged = replace(
+            message, message_id=message.message_id ^ 1, topic="DR/COMMAND/all", wire_prefix=None
+        )
+        return evil.authenticate(replace(forged, auth=None))
+
+    evil_node: list[Node] = []
+    grid = evil_grid(20, evil=5, tamper=forge)
+    evil_node.append(grid.node(5))
+    grid.broadcast(1, at=0.5)
+    grid.sim.run(until_s=5.0)
+    assert not any(grid.delivered(n, "DR/COMMAND/all") for n in grid.honest)
+    assert refused(grid, "certificate_invalid") >= 1
+
+
+def test_a_relay_that_extends_the_hop_count_is_caught() -> None:
+    grid = evil_grid(20, evil=5, tamper=lambda m: replace(m, hops_left=min(64, m.hops_left + 5)))
+    grid.broadcast(1, at=0.5)
+    grid.sim.run(until_s=5.0)
+    assert refused(grid, "bad_signature") >= 1
+    assert all(grid.delivered(n, "TARIFF/RTP") == 1 for n in grid.honest if n not in (1, 5))
+
+
+def test_a_meter_cannot_publish_a_dr_command_and_nobody_relays_it() -> None:
+    grid = SecureGrid(20)
+    grid.broadcast(7, at=0.5, topic="DR/COMMAND/region-1")  # node 7 is a meter
+    grid.broadcast(1, at=0.6)  # the DSO's tariff goes through meanwhile
+    grid.sim.run(until_s=5.0)
+    assert not any(grid.delivered(n, "DR/COMMAND/region-1") for n in grid.honest)
+    assert all(grid.delivered(n, "TARIFF/RTP") == 1 for n in grid.honest if n != 1)
+    assert refused(grid, "unauthorized") >= 1
+
+
+def test_a_replayed_old_tariff_is_refused() -> None:
+    recorded: list[Envelope] = []
+
+    def record(message: Envelope) -> Envelope:
+        if not recorded:
+            recorded.append(message)
+        return message
+
+    grid = evil_grid(20, evil=5, tamper=record)
+    grid.sim.crash(20, at=0.1)  # node 20 misses the tariff and comes back with no memory of it
+    grid.sim.recover(20, at=60.0)
+    grid.broadcast(1, at=0.5)
+    grid.sim.run(until_s=5.0)
+    assert recorded
+
+    def replay(now: float) -> None:  # 65 s on, past the 30 s freshness bound
+        grid.node(5).send([grid.node(20).me], recorded[0])
+
+    grid.sim.schedule(65.0, replay)
+    grid.sim.run(until_s=70.0)
+    assert grid.delivered(20, "TARIFF/RTP") == 0
+    assert grid.node(20).stats().get("rejected_stale", 0) == 1

@@ -81,12 +81,22 @@ from gridmesh.protocols.rpc import (
     ServiceCallsConfig,
     ServiceHandler,
 )
-from gridmesh.security import Uncertified
+from gridmesh.security import AccessPolicy, AclConfig, ReplayConfig, ReplayGuard, Uncertified
 from gridmesh.security._link import KeySource, Link, LinkCredentials
 from gridmesh.security._links import LinkTable, Outcome
+from gridmesh.security._origin import OriginSigner, OriginVerifier
 from gridmesh.wire import MESSAGE_BYTES_MAX, UINT64_MAX, Envelope, Kind, decode, encode
 
-__all__ = ["Node", "NodeConfig", "Transport"]
+__all__ = ["Node", "NodeConfig", "SecurityConfig", "Transport"]
+
+
+class SecurityConfig(BaseModel):
+    """What a node with credentials enforces on what it receives (docs/ACCESS.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    acl: AclConfig = AclConfig()
+    replay: ReplayConfig = ReplayConfig()
 
 
 class NodeConfig(BaseModel):
@@ -103,6 +113,7 @@ class NodeConfig(BaseModel):
     pushsum: PushSumConfig = PushSumConfig()
     services: ServiceCallsConfig = ServiceCallsConfig()
     pubsub: PubSubConfig = PubSubConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="after")
     def _tree_needs_an_active_view(self) -> NodeConfig:
@@ -162,6 +173,7 @@ class Node:
     __slots__ = (
         "_address",
         "_aggregation",
+        "_credentials",
         "_event_manager",
         "_functions",
         "_gossip_kinds",
@@ -176,10 +188,12 @@ class Node:
         "_pushsum",
         "_rng",
         "_services",
+        "_signer",
         "_timer_seq",
         "_timers",
         "_transport",
         "_tree",
+        "_verifier",
         "_wake_at",
         "config",
         "gossip",
@@ -214,9 +228,18 @@ class Node:
         self._now = 0.0  # the latest time a driver told this node (for handshake timers)
         # A node with credentials talks only over links proven by a handshake (security/).
         self._links: LinkTable | None = None
+        self._signer: OriginSigner | None = None
+        self._verifier: OriginVerifier | None = None
         self._handshake_timer = False
         if credentials is not None:
             self._links = LinkTable(credentials, key_source if key_source is not None else rng)
+            security = self.config.security
+            self._verifier = OriginVerifier(
+                credentials,
+                AccessPolicy(security.acl),
+                ReplayGuard.from_config(security.replay),
+            )
+            self._credentials = credentials
         self._wake_at = float("inf")
         self.rejected: dict[str, int] | None = None
         config = self.config
@@ -325,6 +348,10 @@ class Node:
             return
         self.pubsub.on_gossip_event(event, now)
 
+    def authenticate(self, message: Envelope) -> Envelope:
+        signer = self._signer
+        return message if signer is None else signer.sign(message)
+
     def new_message_id(self) -> int:
         return self._rng.getrandbits(64)
 
@@ -343,6 +370,11 @@ class Node:
     def start(self, now: float) -> None:
         """Begin: join the membership and arm the periodic timers."""
         self._now = now
+        if self._links is not None:
+            # The epoch orders this node's incarnations for replay windows: milliseconds
+            # of wall-clock time at start, so a restarted node's numbers count again.
+            epoch = int((self._credentials.epoch_s + now) * 1000)
+            self._signer = OriginSigner(self._credentials, epoch)
         self.membership.start(now)
         self.gossip.start(now)
         if self._event_manager is not None:
@@ -476,6 +508,9 @@ class Node:
             if kind is Kind.GOSSIP:
                 if self._observe is not None:
                     self._observe(message.sender, now)
+                verifier = self._verifier
+                if verifier is not None:
+                    verifier.verify(message, now)  # the origin signed it, may publish it, fresh
                 self.gossip.on_gossip(message, now)
             elif kind in self._gossip_kinds:
                 if self._observe is not None:
@@ -808,6 +843,11 @@ class Node:
             **(self._pubsub.stats() if self._pubsub is not None else {}),
             **(self._event_manager.stats() if self._event_manager is not None else {}),
             **(self._links.stats() if self._links is not None else {}),
+            **(
+                {f"sec_{k}": v for k, v in self._verifier.counters.items()}
+                if self._verifier is not None
+                else {}
+            ),
         }
         for reason, count in (self.rejected or {}).items():
             counters[f"rejected_{reason}"] = count

@@ -130,6 +130,13 @@ class Host(Protocol):
 
     def new_message_id(self) -> int: ...
 
+    def authenticate(self, message: Envelope) -> Envelope:
+        """``message`` (which this node originates, to be relayed) as its origin signs it.
+
+        The same message where the node has no credentials.
+        """
+        ...
+
     def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
         """The descriptor for these values, shared where the driver can share it."""
         ...

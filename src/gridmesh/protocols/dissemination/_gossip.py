@@ -165,13 +165,15 @@ class Gossip:
         check_plain(payload)
         host = self._host
         forever = config.infection == "forever"
-        message = new_envelope(
-            host,
-            Kind.GOSSIP,
-            gossip_body(fanout, payload, group=group, forever=forever),
-            now,
-            topic=topic,
-            hops_left=hops,
+        message = host.authenticate(
+            new_envelope(
+                host,
+                Kind.GOSSIP,
+                gossip_body(fanout, payload, group=group, forever=forever),
+                now,
+                topic=topic,
+                hops_left=hops,
+            )
         )
         key = (message.origin, message.message_id)
         self._seen.add(key)
