@@ -12,15 +12,17 @@ from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gridmesh.node import Node, NodeConfig
+from gridmesh.node import Node, NodeConfig, SecurityConfig
 from gridmesh.protocols import Delivery, Peer
 from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
 from gridmesh.security import (
     Role,
+    ScoreConfig,
     create_authority,
     issue_node_certificate,
     load_authority,
+    make_revocation,
     verify_node_certificate,
 )
 from gridmesh.security._link import LinkCredentials
@@ -47,6 +49,7 @@ class SecureGrid:
         *,
         seed: int = 1,
         node_class: dict[int, type[Node]] | None = None,
+        config: NodeConfig | None = None,
     ) -> None:
         self.authority_key = key(10_000 + seed)
         self.authority = load_authority(
@@ -56,7 +59,7 @@ class SecureGrid:
         link = LinkClass(latency=ConstantLatency(delay_s=0.01))
         self.sim = Simulator(seed=seed, network=NetworkConfig(lan=link, wan=link))
         directory = PeerDirectory(Peer(i, str(i)) for i in range(1, count + 1))
-        config = NodeConfig(
+        config = config or NodeConfig(
             gossip=GossipConfig(fanout=6, hops=10),
             membership=FullMembershipConfig(exchange_interval_s=0),
         )
@@ -248,3 +251,53 @@ def test_a_replayed_old_tariff_is_refused() -> None:
     grid.sim.run(until_s=70.0)
     assert grid.delivered(20, "TARIFF/RTP") == 0
     assert grid.node(20).stats().get("rejected_stale", 0) == 1
+
+
+def test_a_revoked_node_is_cut_off_once_the_revocation_spreads() -> None:
+    grid = SecureGrid(20)
+    victim = 9  # a meter whose key was stolen
+    grid.sim.schedule(
+        0.5, lambda now: grid.node(victim).broadcast(1.0, topic="METER/9/reading", now=now)
+    )
+    serial = grid.node(victim)._credentials.identity.serial
+    revocation = make_revocation(
+        grid.authority_key, serial, now=EPOCH_S + 1, expires_at=int(EPOCH_S) + 86_400
+    )
+    grid.sim.schedule(1.0, lambda now: grid.node(1).revoke(revocation, now=now))
+    grid.sim.schedule(
+        3.0, lambda now: grid.node(victim).broadcast(2.0, topic="METER/9/reading", now=now)
+    )
+    grid.sim.run(until_s=8.0)
+    readings = {
+        n: [d.payload for d in grid.received.get(n, []) if d.topic == "METER/9/reading"]
+        for n in grid.honest
+        if n != victim
+    }
+    assert all(values == [1.0] for values in readings.values()), readings  # before, not after
+    assert sum(grid.node(n).stats().get("rejected_revoked", 0) for n in grid.honest) >= 1
+
+
+def test_a_node_flooding_at_100_times_its_fair_rate_is_throttled_then_cut_off() -> None:
+    config = NodeConfig(
+        gossip=GossipConfig(fanout=6, hops=10),
+        membership=FullMembershipConfig(exchange_interval_s=0),
+        security=SecurityConfig(score=ScoreConfig(rate_per_s=50.0, burst=100.0)),
+    )
+    grid = SecureGrid(20, config=config)
+    flooder = 9
+    for index in range(5000):  # 5,000 messages/s for a second: 100x the 50/s fair rate
+        grid.sim.schedule(
+            1.0 + index / 5000,
+            lambda now, i=index: grid.node(flooder).broadcast(
+                i, topic="METER/9/flood", now=now, fanout=19, hops=1
+            ),
+        )
+    grid.broadcast(1, at=1.5)  # the DSO's tariff, in the middle of the flood
+    grid.sim.run(until_s=6.0)
+    others = [n for n in grid.honest if n not in (1, flooder)]
+    assert all(grid.delivered(n, "TARIFF/RTP") == 1 for n in others)
+    flood = [grid.delivered(n, "METER/9/flood") for n in others]
+    assert max(flood) < 5000 * 0.1  # at most its burst and rate got through
+    assert sum(grid.node(n).stats().get("rejected_throttled", 0) for n in others) > 1000
+    # Its score fell through the disconnect threshold: its links were dropped.
+    assert sum(grid.node(n).stats()["sec_links_closed"] for n in others) >= len(others) // 2

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -81,7 +82,20 @@ from gridmesh.protocols.rpc import (
     ServiceCallsConfig,
     ServiceHandler,
 )
-from gridmesh.security import AccessPolicy, AclConfig, ReplayConfig, ReplayGuard, Uncertified
+from gridmesh.security import (
+    AccessPolicy,
+    AclConfig,
+    PeerGuard,
+    ReplayConfig,
+    ReplayGuard,
+    RevocationSet,
+    ScoreConfig,
+    Throttled,
+    Uncertified,
+    Verdict,
+    event_for,
+    verify_revocation,
+)
 from gridmesh.security._link import KeySource, Link, LinkCredentials
 from gridmesh.security._links import LinkTable, Outcome
 from gridmesh.security._origin import OriginSigner, OriginVerifier
@@ -97,6 +111,7 @@ class SecurityConfig(BaseModel):
 
     acl: AclConfig = AclConfig()
     replay: ReplayConfig = ReplayConfig()
+    score: ScoreConfig = ScoreConfig()
 
 
 class NodeConfig(BaseModel):
@@ -164,6 +179,14 @@ _SERVICE_KINDS = ServiceCalls.KINDS
 _EVENT_MANAGER_KINDS = EventManager.KINDS
 _HANDSHAKE_STEPS = {Kind.SEC_HELLO: 0, Kind.SEC_REPLY: 1, Kind.SEC_FINISH: 2}
 _HANDSHAKE_KINDS = {step: kind for kind, step in _HANDSHAKE_STEPS.items()}
+#: Revocations travel as gossip on DSO/<node_id>/REVOCATION (a DSO publishes DSO/<own id>/#).
+REVOCATION_TOPIC_PREFIX = "DSO/"
+
+
+def _is_revocation(topic: str) -> bool:
+    return topic.startswith(REVOCATION_TOPIC_PREFIX) and topic.endswith("/REVOCATION")
+
+
 _PUBSUB_CLIENT_KINDS = PubSubClient.KINDS
 
 
@@ -177,7 +200,9 @@ class Node:
         "_event_manager",
         "_functions",
         "_gossip_kinds",
+        "_guard",
         "_handshake_timer",
+        "_link_peer",
         "_links",
         "_me",
         "_membership_kinds",
@@ -231,9 +256,14 @@ class Node:
         self._signer: OriginSigner | None = None
         self._verifier: OriginVerifier | None = None
         self._handshake_timer = False
+        self._guard: PeerGuard | None = None
+        self._link_peer = 0  # the proven peer whose message is being handled (0: none)
         if credentials is not None:
+            if credentials.revocations is None:  # revocations come by gossip: keep a set
+                credentials = replace(credentials, revocations=RevocationSet())
             self._links = LinkTable(credentials, key_source if key_source is not None else rng)
             security = self.config.security
+            self._guard = PeerGuard(security.score)
             self._verifier = OriginVerifier(
                 credentials,
                 AccessPolicy(security.acl),
@@ -313,6 +343,8 @@ class Node:
         self._transport.multicast(self._node_id, message)
 
     def deliver(self, message: Envelope, payload: object, now: float) -> None:
+        if self._links is not None and type(payload) is bytes and _is_revocation(message.topic):
+            self._on_revocation(payload)
         if (
             type(payload) is dict
             and GOSSIP_EVENT_KEY in payload
@@ -347,6 +379,32 @@ class Node:
             self.note_rejected(error)
             return
         self.pubsub.on_gossip_event(event, now)
+
+    def revoke(self, revocation: bytes, *, now: float) -> int:
+        """Spread an authority-signed revocation by gossip; returns the message id.
+
+        Every secure node that gets it checks the authority's signature, adds it
+        to its revocation set and drops its links to the revoked node at once.
+        """
+        self._on_revocation(revocation)
+        return self.broadcast(
+            revocation, topic=f"{REVOCATION_TOPIC_PREFIX}{self.node_id}/REVOCATION", now=now
+        )
+
+    def _on_revocation(self, data: bytes) -> None:
+        links = self._links
+        if links is None:
+            return
+        credentials = links.credentials
+        try:
+            revocation = verify_revocation(data, credentials.authority.public_key)
+        except RemoteProtocolError as error:
+            self.note_rejected(error)
+            return
+        revocations = credentials.revocations
+        assert revocations is not None
+        if revocations.add(revocation):
+            links.close(serial=revocation.serial)
 
     def authenticate(self, message: Envelope) -> Envelope:
         signer = self._signer
@@ -417,10 +475,13 @@ class Node:
                 if outcome.plaintext is None:
                     return
                 assert outcome.peer is not None
+                peer_id = outcome.peer.node_id
+                self._link_peer = peer_id
+                self._admit(peer_id, now)
                 message = decode(outcome.plaintext, message_bytes_max=self.config.message_bytes_max)
-                if message.sender != outcome.peer.node_id:
+                if message.sender != peer_id:
                     raise Uncertified(
-                        f"node {outcome.peer.node_id} sent a message as node {message.sender}",
+                        f"node {peer_id} sent a message as node {message.sender}",
                         field="sender",
                     )
             else:
@@ -430,8 +491,28 @@ class Node:
                     return
         except RemoteProtocolError as error:
             self.note_rejected(error)
+            self._link_peer = 0
             return
-        self._dispatch(message, source, now)
+        try:
+            self._dispatch(message, source, now)
+        finally:
+            self._link_peer = 0
+
+    def _admit(self, peer_id: int, now: float) -> None:
+        """The peer's rate and standing (GossipSub v1.1-style scores, security/_score.py)."""
+        guard = self._guard
+        assert guard is not None
+        verdict = guard.admit(peer_id, now)
+        if verdict is Verdict.OK:
+            return
+        if verdict is Verdict.DISCONNECT:
+            self._disconnect(peer_id)
+        raise Throttled(f"node {peer_id} is {verdict.value}", field="rate")
+
+    def _disconnect(self, peer_id: int) -> None:
+        links = self._links
+        assert links is not None
+        links.close(peer_id)
 
     @property
     def secure(self) -> bool:
@@ -861,7 +942,18 @@ class Node:
         return None
 
     def note_rejected(self, error: RemoteProtocolError) -> None:
-        """Count a refused message under its reason (drivers call this for decode errors)."""
+        """Count a refused message under its reason (drivers call this for decode errors).
+
+        On a secure node the refusal also counts against the link peer that sent it.
+        """
+        peer_id = self._link_peer
+        guard = self._guard
+        if peer_id and guard is not None and not isinstance(error, Throttled):
+            event = event_for(error)
+            if event is not None and guard.record(peer_id, event, self._now) is (
+                Verdict.DISCONNECT
+            ):
+                self._disconnect(peer_id)
         rejected = self.rejected
         if rejected is None:
             rejected = self.rejected = {}

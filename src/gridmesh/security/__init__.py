@@ -52,6 +52,7 @@ from gridmesh.security._errors import (
     SecurityConfigError,
     SecurityError,
     Stale,
+    Throttled,
     Unauthorized,
     Uncertified,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "SecurityError",
     "Stale",
     "StaleMessage",
+    "Throttled",
     "TokenBucket",
     "Unauthorized",
     "Uncertified",

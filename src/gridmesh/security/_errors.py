@@ -19,6 +19,7 @@ __all__ = [
     "SecurityConfigError",
     "SecurityError",
     "Stale",
+    "Throttled",
     "Unauthorized",
     "Uncertified",
 ]
@@ -76,6 +77,12 @@ class Stale(SecurityError):
     """A message created too long ago, or too far in the future (``freshness_s``)."""
 
     reason = "stale"
+
+
+class Throttled(SecurityError):
+    """A peer sent more than its rate (per-peer token bucket), or is graylisted."""
+
+    reason = "throttled"
 
 
 class SecurityConfigError(GridmeshError):

@@ -104,6 +104,7 @@ class LinkTable:
                 "pending_dropped",
                 "frames_unknown_link",
                 "handshake_copies",
+                "links_closed",
             ),
             0,
         )
@@ -249,6 +250,22 @@ class LinkTable:
         else:
             self._peers.move_to_end(address)
         return peer
+
+    def close(self, node_id: int | None = None, *, serial: int | None = None) -> int:
+        """Drop the links to ``node_id`` (or to the certificate ``serial``); how many went."""
+        closed = 0
+        for address, peer in list(self._peers.items()):
+            link = peer.link
+            if link is None:
+                continue
+            if (node_id is not None and link.peer.node_id == node_id) or (
+                serial is not None and link.peer.serial == serial
+            ):
+                self._by_link_id.pop(link.link_id, None)
+                del self._peers[address]
+                closed += 1
+        self.counters["links_closed"] += closed
+        return closed
 
     def identity_at(self, address: str) -> NodeIdentity | None:
         """The proven node at ``address``, if a link to it is established."""
