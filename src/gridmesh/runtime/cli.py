@@ -32,6 +32,7 @@ from gridmesh.runtime._cluster import ClusterError, ProcessCluster
 from gridmesh.runtime._control import ControlClient, NodeUnreachable
 from gridmesh.runtime._readings import ReadingValue, constant_reading, load_readings
 from gridmesh.runtime._udp import UdpNode
+from gridmesh.security._link import LinkCredentials
 
 __all__ = [
     "NodeSettings",
@@ -70,6 +71,13 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     node.add_argument("--config", type=Path, help="node configuration file (TOML)")
     _add_tuning_flags(node)
     node.add_argument("--quiet", action="store_true", help="do not log each delivery")
+    node.add_argument(
+        "--pki",
+        type=Path,
+        metavar="DIR",
+        help="run secure: this node's certificate and key from a PKI directory "
+        "(gridmesh pki ...); it then admits only peers certified by the same authority",
+    )
     node.add_argument(
         "--subscribe",
         action="append",
@@ -273,6 +281,7 @@ def _node(args: argparse.Namespace) -> int:
     if not 0 < node_id < 2**64:
         raise ConfigError("command line", "--id", "an integer in 1..2**64-1", got=node_id)
     settings = load_node_settings(args.config, args)
+    credentials = None if args.pki is None else _credentials(args.pki, node_id)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(name)s %(message)s",
@@ -329,6 +338,7 @@ def _node(args: argparse.Namespace) -> int:
             rng=random.Random(args.seed) if args.seed is not None else None,
             on_delivery=on_delivery,
             event_store=historian,
+            credentials=credentials,
         )
         await start_node(udp, settings.readings, args.listen)
         log.warning("node %d listening on %s", node_id, udp.advertise)
@@ -349,6 +359,25 @@ def _node(args: argparse.Namespace) -> int:
 
     run_async(serve())
     return 0
+
+
+def _credentials(directory: Path, node_id: int) -> LinkCredentials:
+    """This node's credentials from ``directory``; a ``ConfigError`` naming what is wrong."""
+    from gridmesh.keystore import load_node_credentials
+    from gridmesh.security import SecurityConfigError
+
+    try:
+        loaded = load_node_credentials(directory, node_id)
+    except (SecurityConfigError, GridmeshError) as exc:
+        raise ConfigError(
+            "command line",
+            "--pki",
+            "a PKI directory with this node's certificate and key (gridmesh pki issue)",
+            got=str(exc),
+        ) from None
+    return LinkCredentials(
+        loaded.authority, loaded.identity, loaded.private_key, loaded.revocations
+    )
 
 
 async def _retain(historian: Historian) -> None:
