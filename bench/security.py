@@ -13,8 +13,9 @@ What is measured
 * **the tariff scenario**: ``--nodes`` simulated nodes, 10 ms links; the DSO
   (node 1) broadcasts a tariff, twice, 5 s apart, over two overlays: static full
   membership with push gossip to 6 random peers per hop (each broadcast picks
-  new peers, so it needs new links), and HyParView, flooding its stable active
-  view (links made during a 30 s warm-up are reused). Each is run with plain
+  new peers, so it needs new links), and HyParView with Plumtree over its stable
+  active view (links made during a 30 s warm-up are reused; membership keeps
+  running, and its shuffles still meet new peers). Each is run with plain
   nodes and with every node certified (links, signatures, ACL, replay,
   scores). Reported: wall time of each broadcast (simulation of the whole
   network in one process), messages, bytes, delivery; the ratios on/off.
@@ -150,7 +151,7 @@ def operations(operations: int, repeats: int) -> dict[str, dict[str, float]]:
 
 def tariff(nodes: int, secure: bool, overlay: str, seed: int = 1) -> dict[str, object]:
     """Two tariff broadcasts; ``overlay``: "full" (random gossip targets from full
-    membership) or "hyparview" (flooding a stable active view, after a 30 s warm-up)."""
+    membership) or "hyparview" (Plumtree over the active view, after a 30 s warm-up)."""
     grid = Grid()
     link = LinkClass(latency=ConstantLatency(delay_s=0.01))
     sim = Simulator(seed=seed, network=NetworkConfig(lan=link, wan=link))
