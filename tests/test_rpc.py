@@ -357,7 +357,7 @@ def test_every_failure_status_becomes_its_typed_error(
         [-1, 0, None],
         [True, 0, None],
         ["id", 0, None],
-        [CALL_ID, 6, None],
+        [CALL_ID, 7, None],  # no such status
         [CALL_ID, False, None],
         [CALL_ID, 1, "detail where null belongs"],
         [CALL_ID, 2, None],

@@ -16,6 +16,15 @@ from gridmesh.node import Node, NodeConfig, SecurityConfig
 from gridmesh.protocols import Delivery, Peer
 from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
+from gridmesh.protocols.pubsub import (
+    EventManagerRef,
+    PubackStatus,
+    PublishRefused,
+    PubSubConfig,
+    SubackStatus,
+    SubscribeResult,
+)
+from gridmesh.protocols.rpc import CallResult, CallUnauthorized
 from gridmesh.security import (
     Role,
     ScoreConfig,
@@ -301,3 +310,57 @@ def test_a_node_flooding_at_100_times_its_fair_rate_is_throttled_then_cut_off() 
     assert sum(grid.node(n).stats().get("rejected_throttled", 0) for n in others) > 1000
     # Its score fell through the disconnect threshold: its links were dropped.
     assert sum(grid.node(n).stats()["sec_links_closed"] for n in others) >= len(others) // 2
+
+
+def test_an_event_manager_enforces_who_may_publish_and_subscribe_what() -> None:
+    config = NodeConfig(
+        membership=FullMembershipConfig(exchange_interval_s=0),
+        pubsub=PubSubConfig(event_managers=(EventManagerRef(node_id=2, address="2"),)),
+    )
+    grid = SecureGrid(10, config=config)
+    refused: list[PublishRefused] = []
+    answers: list[SubscribeResult] = []
+    received: dict[int, list[str]] = {}
+
+    def setup(now: float) -> None:
+        for node_id, text in ((7, "DR/COMMAND/#"), (8, "#")):  # meters; "#" is not theirs
+            grid.node(node_id).subscribe(
+                text,
+                now=now,
+                on_event=lambda e, _, n=node_id: received.setdefault(n, []).append(e.topic),
+                on_done=answers.append,
+            )
+        grid.node(9).pubsub.on_refused = lambda error, _: refused.append(error)
+
+    def publish(now: float) -> None:
+        grid.node(9).publish("DR/COMMAND/region-1", {"shed_kw": 50}, now=now)  # a meter: no
+        grid.node(9).publish("METER/9/load", 1.2, now=now)  # its own: yes
+        grid.node(1).publish("DR/COMMAND/region-1", {"shed_kw": 500}, now=now)  # the DSO: yes
+
+    grid.sim.schedule(0.5, setup)
+    grid.sim.schedule(1.5, publish)
+    grid.sim.run(until_s=5.0)
+    assert [a.statuses for a in sorted(answers, key=lambda a: a.filters)] == [
+        (SubackStatus.UNAUTHORIZED,),  # "#"
+        (SubackStatus.GRANTED,),  # "DR/COMMAND/#"
+    ]
+    assert [(e.event.topic, e.status) for e in refused] == [
+        ("DR/COMMAND/region-1", PubackStatus.UNAUTHORIZED)
+    ]
+    assert received == {7: ["DR/COMMAND/region-1"]}  # the DSO's command only
+
+
+def test_a_service_call_the_callers_role_may_not_make_is_refused_with_a_typed_error() -> None:
+    grid = SecureGrid(5)
+    results: list[CallResult] = []
+
+    def setup(now: float) -> None:
+        grid.node(3).expose("meter/last_voltage", lambda args, now: 231.4)
+        grid.node(1).call(grid.node(3).me, "meter/last_voltage", now=now, on_result=results.append)
+        grid.node(4).call(grid.node(3).me, "meter/last_voltage", now=now, on_result=results.append)
+
+    grid.sim.schedule(0.5, setup)
+    grid.sim.run(until_s=3.0)
+    outcomes = {r.target: (r.value, type(r.error).__name__) for r in results}
+    assert sorted(((r.ok, r.value) for r in results), key=str) == [(False, None), (True, 231.4)]
+    assert any(isinstance(r.error, CallUnauthorized) for r in results), outcomes

@@ -83,8 +83,11 @@ from gridmesh.protocols.rpc import (
     ServiceHandler,
 )
 from gridmesh.security import (
+    AccessDenied,
     AccessPolicy,
     AclConfig,
+    Action,
+    NodeIdentity,
     PeerGuard,
     ReplayConfig,
     ReplayGuard,
@@ -179,6 +182,11 @@ _SERVICE_KINDS = ServiceCalls.KINDS
 _EVENT_MANAGER_KINDS = EventManager.KINDS
 _HANDSHAKE_STEPS = {Kind.SEC_HELLO: 0, Kind.SEC_REPLY: 1, Kind.SEC_FINISH: 2}
 _HANDSHAKE_KINDS = {step: kind for kind, step in _HANDSHAKE_STEPS.items()}
+_AUTHORIZERS = {
+    "publish": AccessPolicy.may_publish,
+    "subscribe": AccessPolicy.may_subscribe,
+    "call": AccessPolicy.may_call,
+}
 #: Revocations travel as gossip on DSO/<node_id>/REVOCATION (a DSO publishes DSO/<own id>/#).
 REVOCATION_TOPIC_PREFIX = "DSO/"
 
@@ -202,6 +210,7 @@ class Node:
         "_gossip_kinds",
         "_guard",
         "_handshake_timer",
+        "_link_identity",
         "_link_peer",
         "_links",
         "_me",
@@ -209,6 +218,7 @@ class Node:
         "_node_id",
         "_now",
         "_observe",
+        "_policy",
         "_pubsub",
         "_pushsum",
         "_rng",
@@ -258,15 +268,18 @@ class Node:
         self._handshake_timer = False
         self._guard: PeerGuard | None = None
         self._link_peer = 0  # the proven peer whose message is being handled (0: none)
+        self._link_identity: NodeIdentity | None = None
+        self._policy: AccessPolicy | None = None
         if credentials is not None:
             if credentials.revocations is None:  # revocations come by gossip: keep a set
                 credentials = replace(credentials, revocations=RevocationSet())
             self._links = LinkTable(credentials, key_source if key_source is not None else rng)
             security = self.config.security
             self._guard = PeerGuard(security.score)
+            self._policy = AccessPolicy(security.acl)
             self._verifier = OriginVerifier(
                 credentials,
-                AccessPolicy(security.acl),
+                self._policy,
                 ReplayGuard.from_config(security.replay),
             )
             self._credentials = credentials
@@ -406,6 +419,23 @@ class Node:
         if revocations.add(revocation):
             links.close(serial=revocation.serial)
 
+    def authorize(self, action: str, subject: str) -> bool:
+        policy = self._policy
+        if policy is None:
+            return True
+        identity = self._link_identity
+        if identity is None:  # nothing proven about who sent it
+            return False
+        check = _AUTHORIZERS.get(action)
+        if check is None:
+            raise LocalProtocolError(f"unknown action {action!r}")
+        allowed = check(policy, identity.role, identity.node_id, subject, identity.permissions)
+        if not allowed:
+            self.note_rejected(
+                AccessDenied(Action(action), identity.role, identity.node_id, subject)
+            )
+        return allowed
+
     def authenticate(self, message: Envelope) -> Envelope:
         signer = self._signer
         return message if signer is None else signer.sign(message)
@@ -477,6 +507,7 @@ class Node:
                 assert outcome.peer is not None
                 peer_id = outcome.peer.node_id
                 self._link_peer = peer_id
+                self._link_identity = outcome.peer
                 self._admit(peer_id, now)
                 message = decode(outcome.plaintext, message_bytes_max=self.config.message_bytes_max)
                 if message.sender != peer_id:
@@ -497,6 +528,7 @@ class Node:
             self._dispatch(message, source, now)
         finally:
             self._link_peer = 0
+            self._link_identity = None
 
     def _admit(self, peer_id: int, now: float) -> None:
         """The peer's rate and standing (GossipSub v1.1-style scores, security/_score.py)."""

@@ -130,6 +130,14 @@ class Host(Protocol):
 
     def new_message_id(self) -> int: ...
 
+    def authorize(self, action: str, subject: str) -> bool:
+        """Whether the proven sender of the message being handled may ``action``
+        ("publish", "subscribe", "call") on ``subject`` (a topic, filter or service).
+
+        Always True where the node has no credentials (nothing is proven).
+        """
+        ...
+
     def authenticate(self, message: Envelope) -> Envelope:
         """``message`` (which this node originates, to be relayed) as its origin signs it.
 

@@ -191,6 +191,7 @@ class EventManager:
                 "publish_duplicates",
                 "refused_topic",
                 "refused_size",
+                "unauthorized",
                 "rate_limited",
                 "busy",
                 "delivered",
@@ -300,6 +301,10 @@ class EventManager:
                 counters["refused_topic"] += 1
                 answers.append([event_id, PubackStatus.INVALID_TOPIC])
                 continue
+            if not self._host.authorize("publish", topic):
+                counters["unauthorized"] += 1
+                answers.append([event_id, PubackStatus.UNAUTHORIZED])
+                continue
             # The event as relayed is the item with the source in front: same array head.
             size = 1 + int_bytes(publisher) + int_bytes(event_id) + int_bytes(seq)
             size += int_bytes(time_us) + plain_bytes(topic) + plain_bytes(value) + plain_bytes(unit)
@@ -391,6 +396,8 @@ class EventManager:
             normal = check_filter(text)
             if normal is None:
                 statuses.append(SubackStatus.INVALID_FILTER)
+            elif subscribe and not self._host.authorize("subscribe", normal):
+                statuses.append(SubackStatus.UNAUTHORIZED)
             elif subscribe:
                 statuses.append(SubackStatus.GRANTED)
                 wanted.add(normal)

@@ -67,6 +67,7 @@ class SubackStatus(IntEnum):
     LIMIT = 2  # too many filters or subscribers
     NO_SUBSCRIPTION = 3  # unsubscribe of a filter the subscriber does not hold
     NOT_EVENT_MANAGER = 4
+    UNAUTHORIZED = 5  # the subscriber's role may not subscribe to the filter
 
 
 class PubackStatus(IntEnum):
@@ -78,6 +79,7 @@ class PubackStatus(IntEnum):
     RATE_LIMITED = 3  # send it again later
     BUSY = 4  # replication backlog full; send it again later
     NOT_EVENT_MANAGER = 5
+    UNAUTHORIZED = 6  # the publisher's role may not publish on the topic
 
 
 def uint(value: object, field: str, *, low: int = 0) -> int:

@@ -13,6 +13,7 @@
   3       handler crashed    null (no internals leave the callee)
   4       result too large   ``[size_bytes, limit_bytes]``
   5       busy               null
+  6       unauthorized       null (the caller's role may not call it)
   ======  =================  =========================================
 
 Every check on what a peer sent raises ``MalformedMessage``; every check on
@@ -28,6 +29,7 @@ from gridmesh.protocols.rpc._errors import (
     CODE_MAX,
     DETAIL_BYTES_MAX,
     CallError,
+    CallUnauthorized,
     ResultTooLarge,
     ServiceBusy,
     ServiceCrashed,
@@ -43,6 +45,7 @@ __all__ = [
     "OK",
     "SERVICE_NAME_BYTES_MAX",
     "TOO_LARGE",
+    "UNAUTHORIZED",
     "UNKNOWN_SERVICE",
     "check_service_name",
     "error_for",
@@ -58,7 +61,8 @@ FAILED = 2
 CRASHED = 3
 TOO_LARGE = 4
 BUSY = 5
-_STATUSES = range(OK, BUSY + 1)
+UNAUTHORIZED = 6
+_STATUSES = range(OK, UNAUTHORIZED + 1)
 
 #: The longest service name any node accepts; ``service_name_bytes_max`` may lower it.
 SERVICE_NAME_BYTES_MAX = 255
@@ -109,7 +113,9 @@ def parse_result_body(body: object) -> tuple[int, int, object]:
     if type(call_id) is not int or not 0 <= call_id <= UINT64_MAX:
         raise MalformedMessage("call_id must be an unsigned 64-bit integer", field="body.call_id")
     if type(status) is not int or status not in _STATUSES:
-        raise MalformedMessage(f"status must be an integer in 0..{BUSY}", field="body.status")
+        raise MalformedMessage(
+            f"status must be an integer in 0..{UNAUTHORIZED}", field="body.status"
+        )
     if status == FAILED:
         if type(detail) is not list or len(detail) != 2:
             raise MalformedMessage("a failure's detail must be [code, text]", field="body.detail")
@@ -154,5 +160,7 @@ def error_for(service: str, status: int, detail: object) -> CallError:
         assert type(detail) is list
         size_bytes, limit_bytes = detail
         return ResultTooLarge(service, size_bytes, limit_bytes)
+    if status == UNAUTHORIZED:
+        return CallUnauthorized(service)
     assert status == BUSY, status
     return ServiceBusy(service)

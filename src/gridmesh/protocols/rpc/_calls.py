@@ -104,6 +104,7 @@ from gridmesh.protocols.rpc._bodies import (
     OK,
     SERVICE_NAME_BYTES_MAX,
     TOO_LARGE,
+    UNAUTHORIZED,
     UNKNOWN_SERVICE,
     check_service_name,
     error_for,
@@ -282,6 +283,7 @@ class ServiceCalls:
         "retransmits",
         "service_failed",
         "timeouts",
+        "unauthorized",
         "unknown_service",
     )
 
@@ -314,6 +316,7 @@ class ServiceCalls:
         self.duplicates_answered = 0  # copies answered from the result cache
         self.duplicates_dropped = 0  # copies of calls served whose result was no longer kept
         self.unknown_service = 0
+        self.unauthorized = 0
         self.service_failed = 0  # handlers that raised ServiceFailed
         self.crashed = 0  # handlers that raised anything else or returned what cannot travel
         self.oversized = 0  # results too large for one message
@@ -408,6 +411,7 @@ class ServiceCalls:
         "duplicates_answered",
         "duplicates_dropped",
         "unknown_service",
+        "unauthorized",
         "service_failed",
         "crashed",
         "oversized",
@@ -459,6 +463,10 @@ class ServiceCalls:
             return
         if key in self._served:  # its result was pushed out: never run a handler twice
             self.duplicates_dropped += 1
+            return
+        if not self._host.authorize("call", service):
+            self.unauthorized += 1
+            self._send_result(caller, message.message_id, UNAUTHORIZED, None, now)
             return
         handler = self._services.get(service)
         if handler is None:

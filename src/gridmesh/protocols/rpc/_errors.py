@@ -17,6 +17,7 @@ __all__ = [
     "DETAIL_BYTES_MAX",
     "CallError",
     "CallTimeout",
+    "CallUnauthorized",
     "ResultTooLarge",
     "ServiceBusy",
     "ServiceCrashed",
@@ -103,6 +104,15 @@ class ResultTooLarge(CallError):
         super().__init__(
             service, f"the result takes {size_bytes} bytes; message_bytes_max is {limit_bytes}"
         )
+
+
+class CallUnauthorized(CallError):
+    """The callee's access policy does not let this node call the service (status 6)."""
+
+    reason = "unauthorized"
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service, "this node's role may not call the service")
 
 
 class ServiceBusy(CallError):
