@@ -34,6 +34,7 @@ from gridmesh.security import (
     make_revocation,
     verify_node_certificate,
 )
+from gridmesh.security._confidential import GroupKey
 from gridmesh.security._link import LinkCredentials
 from gridmesh.sim import ConstantLatency, LinkClass, NetworkConfig, Simulator
 from gridmesh.wire import Envelope, Kind, encode
@@ -59,6 +60,7 @@ class SecureGrid:
         seed: int = 1,
         node_class: dict[int, type[Node]] | None = None,
         config: NodeConfig | None = None,
+        group_keys: dict[int, tuple[GroupKey, ...]] | None = None,
     ) -> None:
         self.authority_key = key(10_000 + seed)
         self.authority = load_authority(
@@ -86,13 +88,17 @@ class SecureGrid:
                 config=config,
                 address=str(i),
                 directory=directory,
-                credentials=self.credentials(i, ROLES.get(i, Role.METER))
+                credentials=self.credentials(
+                    i, ROLES.get(i, Role.METER), (group_keys or {}).get(i, ())
+                )
                 if i in self.honest
                 else None,
             ),
         )
 
-    def credentials(self, node_id: int, role: Role = Role.METER) -> LinkCredentials:
+    def credentials(
+        self, node_id: int, role: Role = Role.METER, group_keys: tuple[GroupKey, ...] = ()
+    ) -> LinkCredentials:
         node_key = key(node_id)
         der = issue_node_certificate(
             self.authority,
@@ -106,7 +112,9 @@ class SecureGrid:
             valid_days=10,
         )
         identity = verify_node_certificate(der, self.authority, now=EPOCH_S)
-        return LinkCredentials(self.authority, identity, node_key, epoch_s=EPOCH_S)
+        return LinkCredentials(
+            self.authority, identity, node_key, epoch_s=EPOCH_S, group_keys=group_keys
+        )
 
     def node(self, node_id: int) -> Node:
         node = self.sim.node(node_id)
@@ -364,3 +372,23 @@ def test_a_service_call_the_callers_role_may_not_make_is_refused_with_a_typed_er
     outcomes = {r.target: (r.value, type(r.error).__name__) for r in results}
     assert sorted(((r.ok, r.value) for r in results), key=str) == [(False, None), (True, 231.4)]
     assert any(isinstance(r.error, CallUnauthorized) for r in results), outcomes
+
+
+def test_a_confidential_topic_is_read_only_by_the_holders_of_its_group_key() -> None:
+    dr_key = GroupKey(b"dr-2026", "DR/COMMAND/#", bytes(range(32)))
+    holders = {1, 2, *range(10, 21)}  # the DSO, the aggregator and meters 10..20
+    grid = SecureGrid(20, group_keys={n: (dr_key,) for n in holders})
+    grid.sim.schedule(
+        0.5,
+        lambda now: grid.node(1).broadcast({"shed_kw": 500}, topic="DR/COMMAND/region-1", now=now),
+    )
+    grid.sim.run(until_s=5.0)
+    got = {
+        n: [d.payload for d in grid.received.get(n, []) if d.topic == "DR/COMMAND/region-1"]
+        for n in grid.honest
+        if n != 1
+    }
+    assert all(got[n] == [{"shed_kw": 500}] for n in holders - {1})
+    assert all(got[n] == [] for n in range(3, 10))  # relayed it, could not read it
+    unreadable = sum(grid.node(n).stats()["sec_sealed_unreadable"] for n in range(3, 10))
+    assert unreadable == 7

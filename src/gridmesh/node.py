@@ -99,6 +99,7 @@ from gridmesh.security import (
     event_for,
     verify_revocation,
 )
+from gridmesh.security._confidential import ConfidentialTopics, is_sealed
 from gridmesh.security._link import KeySource, Link, LinkCredentials
 from gridmesh.security._links import LinkTable, Outcome
 from gridmesh.security._origin import OriginSigner, OriginVerifier
@@ -204,6 +205,7 @@ class Node:
     __slots__ = (
         "_address",
         "_aggregation",
+        "_confidential",
         "_credentials",
         "_event_manager",
         "_functions",
@@ -222,6 +224,7 @@ class Node:
         "_pubsub",
         "_pushsum",
         "_rng",
+        "_sealed_unreadable",
         "_services",
         "_signer",
         "_timer_seq",
@@ -270,6 +273,8 @@ class Node:
         self._link_peer = 0  # the proven peer whose message is being handled (0: none)
         self._link_identity: NodeIdentity | None = None
         self._policy: AccessPolicy | None = None
+        self._confidential: ConfidentialTopics | None = None
+        self._sealed_unreadable = 0
         if credentials is not None:
             if credentials.revocations is None:  # revocations come by gossip: keep a set
                 credentials = replace(credentials, revocations=RevocationSet())
@@ -283,6 +288,10 @@ class Node:
                 ReplayGuard.from_config(security.replay),
             )
             self._credentials = credentials
+            if credentials.group_keys:
+                self._confidential = ConfidentialTopics(
+                    credentials.group_keys, key_source if key_source is not None else rng
+                )
         self._wake_at = float("inf")
         self.rejected: dict[str, int] | None = None
         config = self.config
@@ -358,6 +367,18 @@ class Node:
     def deliver(self, message: Envelope, payload: object, now: float) -> None:
         if self._links is not None and type(payload) is bytes and _is_revocation(message.topic):
             self._on_revocation(payload)
+        if is_sealed(payload):
+            confidential = self._confidential
+            readable = False
+            if confidential is not None:
+                try:
+                    readable, payload = confidential.open(message.topic, payload)
+                except RemoteProtocolError as error:
+                    self.note_rejected(error)
+                    return
+            if not readable:  # relayed, but not for this node to read
+                self._sealed_unreadable += 1
+                return
         if (
             type(payload) is dict
             and GOSSIP_EVENT_KEY in payload
@@ -679,6 +700,11 @@ class Node:
         of a fanout. Returns the message id.
         """
         self._now = max(self._now, now)  # handshake timers need the time
+        confidential = self._confidential
+        if confidential is not None:
+            sealed = confidential.seal(topic, payload)
+            if sealed is not None:
+                payload = sealed
         return self.gossip.broadcast(
             payload,
             topic=topic,
@@ -956,6 +982,7 @@ class Node:
             **(self._pubsub.stats() if self._pubsub is not None else {}),
             **(self._event_manager.stats() if self._event_manager is not None else {}),
             **(self._links.stats() if self._links is not None else {}),
+            **({"sec_sealed_unreadable": self._sealed_unreadable} if self._links else {}),
             **(
                 {f"sec_{k}": v for k, v in self._verifier.counters.items()}
                 if self._verifier is not None

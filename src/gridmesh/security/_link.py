@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cbor2
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -59,6 +59,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gridmesh.security._cose_cbor import CborSubsetError, read_one
+
+if TYPE_CHECKING:
+    from gridmesh.security._confidential import GroupKey
 from gridmesh.security._errors import BadSignature, DecryptionFailed, Replayed, Uncertified
 from gridmesh.security._pki import Authority, NodeIdentity, verify_node_certificate
 from gridmesh.security._pki_revocation import RevocationSet
@@ -108,6 +111,8 @@ class LinkCredentials:
     #: Unix seconds at ``now == 0``: 0 on real nodes (``now`` is the wall clock); a
     #: simulation's start date, since the simulator's clock starts at 0.
     epoch_s: float = 0.0
+    #: Keys of confidential topics this node may read and write (``_confidential``).
+    group_keys: tuple[GroupKey, ...] = ()
 
 
 def _random_bytes(source: KeySource, count: int) -> bytes:

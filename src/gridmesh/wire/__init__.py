@@ -1,6 +1,13 @@
 """Bytes <-> typed messages. No I/O, no clock: see ``_codec`` for the format."""
 
-from gridmesh.wire._codec import check_plain, decode, encode, int_bytes, plain_bytes
+from gridmesh.wire._codec import (
+    check_plain,
+    decode,
+    decode_plain,
+    encode,
+    int_bytes,
+    plain_bytes,
+)
 from gridmesh.wire._envelope import (
     ADDRESS_BYTES_MAX,
     AUTH_BYTES_MAX,
@@ -27,6 +34,7 @@ __all__ = [
     "Kind",
     "check_plain",
     "decode",
+    "decode_plain",
     "encode",
     "int_bytes",
     "plain_bytes",

@@ -59,7 +59,7 @@ from gridmesh.wire._envelope import (
     Kind,
 )
 
-__all__ = ["check_plain", "decode", "encode", "int_bytes", "plain_bytes"]
+__all__ = ["check_plain", "decode", "decode_plain", "encode", "int_bytes", "plain_bytes"]
 
 _FIELD_COUNT = 10
 # Tags cbor2 decodes itself (dates, bignums, decimals, regexes, shared values,
@@ -177,6 +177,16 @@ def decode(data: bytes, *, message_bytes_max: int = MESSAGE_BYTES_MAX) -> Envelo
         raise MessageTooLarge(size, message_bytes_max)
     if size == 0:
         raise MalformedMessage("empty message")
+    item = _strict_item(data, size)
+    message = _envelope_from_item(item, size)
+    tail = _dumps(message.sender) + _dumps(message.hops_left)
+    if data.startswith(_ARRAY_HEAD) and data.endswith(tail):
+        object.__setattr__(message, "wire_prefix", data[: size - len(tail)])
+    return message
+
+
+def _strict_item(data: bytes, size: int) -> object:
+    """The one CBOR item ``data`` holds, decoded strictly (see the module docstring)."""
     buffer = io.BytesIO(data)
     try:
         item = cbor2.CBORDecoder(
@@ -192,11 +202,21 @@ def decode(data: bytes, *, message_bytes_max: int = MESSAGE_BYTES_MAX) -> Envelo
         raise MalformedMessage(f"not well-formed CBOR: {exc}") from None
     if buffer.tell() != size:
         raise MalformedMessage(f"{size - buffer.tell()} trailing bytes after the message")
-    message = _envelope_from_item(item, size)
-    tail = _dumps(message.sender) + _dumps(message.hops_left)
-    if data.startswith(_ARRAY_HEAD) and data.endswith(tail):
-        object.__setattr__(message, "wire_prefix", data[: size - len(tail)])
-    return message
+    return item
+
+
+def decode_plain(data: bytes) -> object:
+    """Plain data from CBOR bytes a peer sent (a sealed payload's plaintext, say).
+
+    The envelope decoder's rules: no tags, no indefinite lengths, no duplicate
+    keys, bounded nesting, one item, plain data; any problem raises ``MalformedMessage``.
+    """
+    item = _strict_item(data, len(data))
+    try:
+        check_plain(item, visits_max=len(data))
+    except LocalProtocolError as exc:
+        raise MalformedMessage(str(exc)) from None
+    return item
 
 
 def _envelope_from_item(item: object, size: int) -> Envelope:
