@@ -293,3 +293,20 @@ def test_openssl_reads_and_verifies_the_certificates(
         check=False, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert verified.returncode == 0 and verified.stdout.strip().endswith(": OK"), verified
+
+
+def test_a_group_key_is_written_0600_and_loaded_with_the_node_credentials(tmp_path: Path) -> None:
+    from gridmesh.cli import main
+    from gridmesh.keystore import load_node_credentials, read_group_keys
+
+    assert main(["pki", "demo", "--dir", str(tmp_path), "--dtcs", "1", "--meters", "1"]) == 0
+    args = ["pki", "group-key", "--dir", str(tmp_path), "--name", "dr", "--filter", "DR/COMMAND/*"]
+    assert main(args) == 0
+    path = tmp_path / "groups" / "dr.key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    (key,) = read_group_keys(tmp_path / "groups")
+    assert (key.kid, key.topic_filter, len(key.key)) == (b"dr", "DR/COMMAND/#", 32)
+    assert load_node_credentials(tmp_path, 1).group_keys == (key,)
+    assert main(args) == 2  # never overwritten
+    bad = ["pki", "group-key", "--dir", str(tmp_path), "--name", "x", "--filter", "a/#/b"]
+    assert main(bad) == 2

@@ -35,13 +35,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cbor2
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gridmesh.errors import RemoteProtocolError
+from gridmesh.errors import InvalidTopic, RemoteProtocolError
+from gridmesh.security._confidential import GroupKey
 from gridmesh.security._errors import CertificateInvalid, SecurityConfigError
 from gridmesh.security._pki import (
     Authority,
@@ -61,9 +63,11 @@ __all__ = [
     "load_node_credentials",
     "load_revocations",
     "read_certificate",
+    "read_group_keys",
     "read_private_key",
     "write_certificate",
     "write_file_atomically",
+    "write_group_key",
     "write_private_key",
 ]
 
@@ -108,6 +112,11 @@ class PkiLayout:
     @property
     def revocations(self) -> Path:
         return self.root / "revocations.cbor"
+
+    @property
+    def groups(self) -> Path:
+        """Group keys of confidential topics: ``groups/<name>.key``, mode 0600."""
+        return self.root / "groups"
 
 
 # -- writing ------------------------------------------------------------------
@@ -222,6 +231,28 @@ def _read(path: Path, *, private: bool) -> bytes:
         os.close(descriptor)
 
 
+def write_group_key(path: Path, key: GroupKey, *, overwrite: bool = False) -> None:
+    """A group key file (CBOR ``{"kid", "filter", "key"}``), mode 0600, written atomically."""
+    data = cbor2.dumps({"kid": key.kid, "filter": key.topic_filter, "key": key.key})
+    write_file_atomically(path, data, mode=0o600, overwrite=overwrite)
+
+
+def read_group_keys(directory: Path) -> tuple[GroupKey, ...]:
+    """Every ``*.key`` group key in ``directory`` (none if it does not exist), sorted by name."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return ()
+    keys = []
+    for path in sorted(directory.glob("*.key")):
+        data = _read(path, private=True)
+        try:
+            fields = cbor2.loads(data)
+            keys.append(GroupKey(fields["kid"], fields["filter"], fields["key"]))
+        except (cbor2.CBORDecodeError, KeyError, TypeError, ValueError, InvalidTopic) as exc:
+            raise SecurityConfigError(str(path), f"not a gridmesh group key file: {exc}") from None
+    return tuple(keys)
+
+
 def read_private_key(path: Path, *, passphrase: bytes | None = None) -> Ed25519PrivateKey:
     """The Ed25519 private key in the PKCS#8 PEM file ``path`` (mode 0600 or stricter)."""
     pem = _read(Path(path), private=True)
@@ -299,6 +330,7 @@ class NodeCredentials:
     identity: NodeIdentity
     private_key: Ed25519PrivateKey
     revocations: RevocationSet
+    group_keys: tuple[GroupKey, ...] = ()
 
 
 def load_node_credentials(
@@ -336,4 +368,5 @@ def load_node_credentials(
         raise SecurityConfigError(
             str(key_path), f"does not hold the key certified in {certificate_path}"
         )
-    return NodeCredentials(authority, identity, private_key, revocations)
+    group_keys = read_group_keys(PkiLayout(Path(directory)).groups)
+    return NodeCredentials(authority, identity, private_key, revocations, group_keys)

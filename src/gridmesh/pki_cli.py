@@ -30,8 +30,10 @@ from gridmesh.keystore import (
     read_private_key,
     write_certificate,
     write_file_atomically,
+    write_group_key,
     write_private_key,
 )
+from gridmesh.security._confidential import GroupKey
 from gridmesh.security._errors import CertificateInvalid, SecurityConfigError
 from gridmesh.security._pki import (
     SERIAL_MAX,
@@ -122,6 +124,17 @@ def add_pki_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     _add_passphrase(revoke, "the passphrase of DIR/ca.key is on this file's first line")
     revoke.set_defaults(handler=_guarded(_revoke))
+
+    group = actions.add_parser(
+        "group-key",
+        help="a group key for a confidential topic filter: DIR/groups/NAME.key (mode 0600)",
+    )
+    _add_dir(group)
+    group.add_argument("--name", required=True, help="the key's name, e.g. dr-commands")
+    group.add_argument(
+        "--filter", required=True, metavar="FILTER", help="the topics it seals, e.g. 'DR/COMMAND/#'"
+    )
+    group.set_defaults(handler=_guarded(_group_key))
 
     show = actions.add_parser("show", help="print what a certificate says (node or authority)")
     show.add_argument("file", type=Path, metavar="FILE", help="a certificate, PEM or DER")
@@ -219,6 +232,28 @@ def _new_serial() -> int:
 
 
 # -- init -----------------------------------------------------------------------
+
+
+def _group_key(args: argparse.Namespace) -> int:
+    layout = PkiLayout(args.dir)
+    name = args.name
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or len(name) > 64:
+        raise SecurityConfigError(name, "a group key name is 1..64 letters, digits, '-', '_', '.'")
+    try:
+        key = GroupKey(name.encode(), args.filter, secrets.token_bytes(32))
+    except (ValueError, InvalidTopic) as exc:
+        raise SecurityConfigError(args.filter, f"not a usable topic filter: {exc}") from None
+    try:
+        layout.groups.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SecurityConfigError(
+            str(layout.groups), f"cannot be created: {exc.strerror}"
+        ) from None
+    path = layout.groups / f"{name}.key"
+    write_group_key(path, key)
+    print(f"group key {name!r} for {key.topic_filter!r}: {path} (mode 0600)")
+    print("  copy it into DIR/groups/ of exactly the nodes that may read those topics")
+    return 0
 
 
 def _init(args: argparse.Namespace) -> int:

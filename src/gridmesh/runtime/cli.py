@@ -376,7 +376,11 @@ def _credentials(directory: Path, node_id: int) -> LinkCredentials:
             got=str(exc),
         ) from None
     return LinkCredentials(
-        loaded.authority, loaded.identity, loaded.private_key, loaded.revocations
+        loaded.authority,
+        loaded.identity,
+        loaded.private_key,
+        loaded.revocations,
+        group_keys=loaded.group_keys,
     )
 
 
