@@ -232,3 +232,58 @@ def test_a_group_broadcast_reaches_the_roles_in_that_group_only() -> None:
 def test_a_role_group_name_that_is_too_long_is_refused() -> None:
     with pytest.raises(ConfigError, match="group"):
         parse_scenario(GROUPS.replace('groups = ["tariff:RTP"]', f'groups = ["{"x" * 65}"]'))
+
+
+SECURE = """
+name = "secure-tariff"
+[simulation]
+duration_s = 6.0
+seed = 3
+[[roles]]
+name = "utility"
+count = 1
+[[roles]]
+name = "meter"
+count = 80
+[node.gossip]
+fanout = 6
+[node.membership]
+exchange_interval_s = 0
+[network.lan]
+latency = { model = "uniform", low_s = 0.002, high_s = 0.030 }
+[network.wan]
+latency = { model = "uniform", low_s = 0.002, high_s = 0.030 }
+[security]
+enabled = true
+roles = { utility = "dso" }
+[[broadcast]]
+at_s = 1.0
+origin = "utility"
+topic = "TARIFF/RTP"
+payload = 0.12
+[[broadcast]]
+at_s = 2.0
+origin = "meter"
+topic = "DR/COMMAND/forged"
+payload = "shed"
+"""
+
+
+def test_a_secure_scenario_delivers_the_signed_tariff_and_refuses_a_meters_dr_command() -> None:
+    report = run_scenario(parse_scenario(SECURE))
+    tariff, forged = report["per_broadcast"]  # type: ignore[misc]
+    assert tariff["delivery_ratio"] == 1.0  # jitter reorders handshakes and frames: nothing lost
+    assert forged["delivered"] == 0
+    security = report["security"]
+    assert security["origin_verified"] >= 80 and security["links"] > 0  # type: ignore[index]
+    assert report["rejected"]["unauthorized"] >= 1  # type: ignore[index]
+    assert json.dumps(report, sort_keys=True) == json.dumps(
+        run_scenario(parse_scenario(SECURE)), sort_keys=True
+    )
+
+
+def test_a_secure_scenario_needs_a_pki_role_for_every_role() -> None:
+    text = SECURE.replace('roles = { utility = "dso" }', "")
+    with pytest.raises(ConfigError) as caught:
+        parse_scenario(text, source="secure.toml")
+    assert "security.roles needs an entry for role 'utility'" in caught.value.expected

@@ -523,29 +523,35 @@ class Node:
             if links is not None and links.is_frame(data):
                 outcome = links.open(source, data, now)
                 self._carry_out(source, outcome)
-                if outcome.plaintext is None:
-                    return
-                assert outcome.peer is not None
-                peer_id = outcome.peer.node_id
-                self._link_peer = peer_id
-                self._link_identity = outcome.peer
-                self._admit(peer_id, now)
-                message = decode(outcome.plaintext, message_bytes_max=self.config.message_bytes_max)
-                if message.sender != peer_id:
-                    raise Uncertified(
-                        f"node {peer_id} sent a message as node {message.sender}",
-                        field="sender",
-                    )
-            else:
-                message = decode(data, message_bytes_max=self.config.message_bytes_max)
-                if links is not None:
-                    self.receive_plain(message, source, now)
-                    return
+                if outcome.plaintext is not None:
+                    assert outcome.peer is not None
+                    self._accept_opened(outcome.peer, outcome.plaintext, source, now)
+                return
+            message = decode(data, message_bytes_max=self.config.message_bytes_max)
         except RemoteProtocolError as error:
             self.note_rejected(error)
-            self._link_peer = 0
             return
+        if links is not None:
+            self.receive_plain(message, source, now)
+        else:
+            self._dispatch(message, source, now)
+
+    def _accept_opened(self, peer: NodeIdentity, plaintext: bytes, source: str, now: float) -> None:
+        """A message a proven peer sent over its link: admitted, decoded, then handled."""
+        peer_id = peer.node_id
+        self._link_peer = peer_id
+        self._link_identity = peer
         try:
+            try:
+                self._admit(peer_id, now)
+                message = decode(plaintext, message_bytes_max=self.config.message_bytes_max)
+                if message.sender != peer_id:
+                    raise Uncertified(
+                        f"node {peer_id} sent a message as node {message.sender}", field="sender"
+                    )
+            except RemoteProtocolError as error:
+                self.note_rejected(error)
+                return
             self._dispatch(message, source, now)
         finally:
             self._link_peer = 0
@@ -588,9 +594,15 @@ class Node:
                 raise Uncertified(
                     f"{message.kind.name} outside an authenticated link", field="kind"
                 )
-            self._carry_out(source, links.on_handshake(source, step, message.body, now))
+            outcome = links.on_handshake(source, step, message.body, now)
+            self._carry_out(source, outcome)
         except RemoteProtocolError as error:
             self.note_rejected(error)
+            return
+        if outcome.opened:  # frames that overtook the handshake's last message
+            assert outcome.peer is not None
+            for plaintext in outcome.opened:
+                self._accept_opened(outcome.peer, plaintext, source, now)
 
     def _carry_out(self, source: str, outcome: Outcome) -> None:
         """Send what a handshake step asks for: replies, then what waited for the link."""

@@ -29,6 +29,7 @@ from gridmesh.scenarios._queries import (
 )
 from gridmesh.scenarios._report import cdf, percentiles, rounded
 from gridmesh.scenarios._schema import BroadcastSpec, Scenario
+from gridmesh.scenarios._security import scenario_credentials
 from gridmesh.sim import RouterTopology, Simulator, TrafficTrace, snapshot
 
 __all__ = ["run_scenario"]
@@ -96,6 +97,18 @@ def run_scenario(
     return report
 
 
+def _security_report(scenario: Scenario, live_nodes: list[Node]) -> dict[str, object] | None:
+    """Links, verifications and refusals summed over the live secure nodes; None if off."""
+    if not scenario.security.enabled:
+        return None
+    totals: dict[str, int] = {}
+    for node in live_nodes:
+        for name, value in node.stats().items():
+            if name.startswith("sec_"):
+                totals[name[4:]] = totals.get(name[4:], 0) + value
+    return {"enabled": True, **dict(sorted(totals.items()))}
+
+
 def _add_nodes(
     scenario: Scenario,
     sim: Simulator,
@@ -107,6 +120,16 @@ def _add_nodes(
 ) -> None:
     """Build every node on ``transport``; ``equip`` gives each (and each restart) its readings."""
     count = scenario.node_count
+    credentials = {}
+    if scenario.security.enabled:
+        security = scenario.security
+        roles = [
+            role
+            for spec in scenario.roles
+            for role in [security.pki_role(spec.name)] * spec.count
+            if role is not None
+        ]
+        credentials = scenario_credentials(roles, seed)
     membership = scenario.node.membership
     if isinstance(membership, FullMembershipConfig) and membership.exchange_interval_s == 0:
         # Static full membership: one shared directory serves every node.
@@ -123,6 +146,7 @@ def _add_nodes(
                 config=configs[node_id],
                 address=sim.address_of(node_id),
                 directory=directory,
+                credentials=credentials.get(node_id),
             )
             if equip is not None:
                 equip(node)
@@ -146,6 +170,7 @@ def _add_nodes(
             config=configs[node_id],
             address=sim.address_of(node_id),
             seeds=seeds,
+            credentials=credentials.get(node_id),
         )
         if equip is not None:
             equip(node)
@@ -354,6 +379,7 @@ def _report(
         "duplicates_per_delivery": rounded(duplicates / deliveries) if deliveries else None,
         "dissemination": {"mode": scenario.node.gossip.mode, **dict(sorted(gossip.items()))},
         "rejected": dict(sorted(rejected.items())),
+        "security": _security_report(scenario, live_nodes),
         "network": {
             "delivered": sim.messages_delivered,
             "lost": sim.messages_lost,

@@ -21,6 +21,7 @@ from gridmesh.protocols.aggregation import (
 )
 from gridmesh.protocols.membership import GROUP_BYTES_MAX, check_profile
 from gridmesh.scenarios._readings import ReadingSpec
+from gridmesh.scenarios._security import SecuritySpec
 from gridmesh.sim import NetworkConfig, RouterTopologyConfig
 from gridmesh.wire import TOPIC_BYTES_MAX
 
@@ -237,6 +238,7 @@ class Scenario(_Spec):
     readings: dict[str, ReadingSpec] = Field(default_factory=dict, max_length=256)
     aggregate: list[AggregateSpec] = Field(default_factory=list, max_length=10_000)
     estimate: list[EstimateSpec] = Field(default_factory=list, max_length=16)
+    security: SecuritySpec = SecuritySpec()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Scenario:
@@ -246,6 +248,15 @@ class Scenario(_Spec):
         total = self.node_count
         if total > NODES_MAX:
             raise ValueError(f"at most {NODES_MAX} nodes in all")
+        if self.security.enabled:
+            for name in names:
+                if self.security.pki_role(name) is None:
+                    raise ValueError(
+                        f"security.roles needs an entry for role {name!r} (one of dso, "
+                        "aggregator, substation, dtc, meter, emd, device)"
+                    )
+        for unknown in set(self.security.roles) - set(names):
+            raise ValueError(f"security.roles names unknown role {unknown!r}")
         for crashed in self.faults.crashed:
             if crashed.role not in names:
                 raise ValueError(f"faults.crashed names unknown role {crashed.role!r}")

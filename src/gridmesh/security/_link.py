@@ -251,6 +251,11 @@ class Responder:
         """Who claims to be at the other end: proven only once ``on_finish`` returns."""
         return self._peer
 
+    @property
+    def link_id(self) -> bytes:
+        """The id the link will have: frames naming it may come before the FINISH."""
+        return self._keys[2]
+
     def reply(self) -> list[object]:
         """The ``REPLY`` body (the same each time a copy of the HELLO comes)."""
         return self._reply

@@ -52,6 +52,7 @@ class _Peer:
     initiator: Initiator | None = None
     responder: Responder | None = None
     pending: deque[bytes] = field(default_factory=deque)
+    early: list[bytes] = field(default_factory=list)  # frames that overtook the FINISH
     hello_sent_at: float = float("-inf")
     tries: int = 0
 
@@ -68,6 +69,7 @@ class Outcome:
 
     plaintext: bytes | None = None
     peer: NodeIdentity | None = None
+    opened: tuple[bytes, ...] = ()  # plaintexts of frames that waited for the FINISH
     replies: tuple[tuple[int, list[object]], ...] = ()
     flush: tuple[bytes, ...] = ()
 
@@ -92,6 +94,7 @@ class LinkTable:
         self._source = source
         self._peers: OrderedDict[str, _Peer] = OrderedDict()
         self._by_link_id: dict[bytes, str] = {}
+        self._responding: dict[bytes, str] = {}  # link ids of handshakes we answered
         self._nudged: dict[str, float] = {}
         self.links_max = links_max
         self.pending_max = pending_max
@@ -105,6 +108,7 @@ class LinkTable:
                 "frames_unknown_link",
                 "handshake_copies",
                 "links_closed",
+                "frames_refused",
             ),
             0,
         )
@@ -168,6 +172,13 @@ class LinkTable:
         link_id = Link.frame_link_id(data)
         known = self._by_link_id.get(link_id)
         if known is None:
+            waiting = self._responding.get(link_id)
+            if waiting is not None:
+                peer = self._peers.get(waiting)
+                if peer is not None and peer.responder is not None:
+                    if len(peer.early) < self.pending_max:
+                        peer.early.append(data)  # opened once the FINISH proves the peer
+                    return Outcome()
             self.counters["frames_unknown_link"] += 1
             replies: tuple[tuple[int, list[object]], ...] = ()
             if now - self._nudged.get(address, float("-inf")) >= self.retry_s:
@@ -210,8 +221,17 @@ class LinkTable:
             if peer is None or peer.responder is None:
                 raise Uncertified("a link FINISH to no REPLY of ours", field="kind")
             link = peer.responder.on_finish(body, now)
+            self._responding.pop(peer.responder.link_id, None)
             peer.responder = None
-            return Outcome(flush=self._establish(address, peer, link))
+            flush = self._establish(address, peer, link)
+            opened = []
+            for frame in peer.early:  # frames that came before the FINISH
+                try:
+                    opened.append(link.open(frame))
+                except SecurityError:
+                    self.counters["frames_refused"] += 1
+            peer.early.clear()
+            return Outcome(flush=flush, peer=link.peer, opened=tuple(opened))
         raise Uncertified(f"unknown handshake step {step}", field="kind")
 
     def _on_hello(self, address: str, body: object, now: float) -> Outcome:
@@ -226,7 +246,13 @@ class LinkTable:
         if peer.initiator is not None and self.node_id < responder.peer.node_id:
             return Outcome()  # both started: the smaller id's handshake goes on
         peer.initiator = None
+        if peer.responder is not None:
+            self._responding.pop(peer.responder.link_id, None)
         peer.responder = responder
+        peer.early.clear()
+        if len(self._responding) >= self.links_max:
+            self._responding.clear()
+        self._responding[responder.link_id] = address
         return Outcome(replies=((REPLY, responder.reply()),))
 
     def _establish(self, address: str, peer: _Peer, link: Link) -> tuple[bytes, ...]:
