@@ -6,7 +6,8 @@
 * ``_topology``, ``_uk``, ``_links``: seeded hierarchies DSO -> substations ->
   DTCs -> meters -> EMDs -> devices, seed 001's UK preset (Table III) and
   Table I link technologies;
-* ``_simulation``: a topology as the simulator runs it.
+* ``_simulation``: a topology as the simulator runs it;
+* ``_rules``: the Rule Framework and Control Policy Manager (docs/RULES.md).
 """
 
 from __future__ import annotations
@@ -27,6 +28,45 @@ from gridmesh.grid._roles import (
     RoleProfile,
     device_profile,
     role_profile,
+)
+from gridmesh.grid._rules import (
+    DEFAULT_POLICIES,
+    RULE_INPUTS_MAX,
+    RULE_SUBJECT,
+    RULES_MAX,
+    SUBJECTS_MAX,
+    CurtailParams,
+    CurtailPolicy,
+    DrShedParams,
+    DrShedPolicy,
+    GroupReportParams,
+    GroupReportPolicy,
+    LatestGroup,
+    Payload,
+    Policy,
+    PolicyParams,
+    PolicyRegistry,
+    PriceShiftParams,
+    PriceShiftPolicy,
+    RateOfChangeParams,
+    RateOfChangePolicy,
+    ReadingParams,
+    RuleContext,
+    RuleEngine,
+    RuleInputError,
+    RuleList,
+    RulesConfig,
+    RuleSpec,
+    Signal,
+    SignalKind,
+    SlidingWindow,
+    ThresholdParams,
+    ThresholdPolicy,
+    TopicFilterText,
+    TopicTemplate,
+    builtin_policies,
+    check_template,
+    read_number,
 )
 from gridmesh.grid._simulation import (
     RoleBlock,
@@ -80,4 +120,45 @@ __all__ = [
     "simulation_network",
     "uk_regions",
     "uk_topology",
+]
+
+# The Rule Framework (docs/RULES.md).
+__all__ += [
+    "DEFAULT_POLICIES",
+    "RULES_MAX",
+    "RULE_INPUTS_MAX",
+    "RULE_SUBJECT",
+    "SUBJECTS_MAX",
+    "CurtailParams",
+    "CurtailPolicy",
+    "DrShedParams",
+    "DrShedPolicy",
+    "GroupReportParams",
+    "GroupReportPolicy",
+    "LatestGroup",
+    "Payload",
+    "Policy",
+    "PolicyParams",
+    "PolicyRegistry",
+    "PriceShiftParams",
+    "PriceShiftPolicy",
+    "RateOfChangeParams",
+    "RateOfChangePolicy",
+    "ReadingParams",
+    "RuleContext",
+    "RuleEngine",
+    "RuleInputError",
+    "RuleList",
+    "RuleSpec",
+    "RulesConfig",
+    "Signal",
+    "SignalKind",
+    "SlidingWindow",
+    "ThresholdParams",
+    "ThresholdPolicy",
+    "TopicFilterText",
+    "TopicTemplate",
+    "builtin_policies",
+    "check_template",
+    "read_number",
 ]
