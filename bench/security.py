@@ -118,9 +118,9 @@ def operations(operations: int, repeats: int) -> dict[str, dict[str, float]]:
     count = operations * repeats
     signed = [decode(encode(signer.sign(message(i)))) for i in range(count + 1)]
     verifier = OriginVerifier(meter, AccessPolicy(), ReplayGuard(window=4096, freshness_s=86_400))
-    verifier.verify(signed[-1], 0.0)  # the DSO's certificate is checked once, then cached
-    fresh = iter(signed)
-    copy = signed[-1]
+    verifier.verify(signed[0], 0.0)  # the DSO's certificate is checked once, then cached
+    fresh = iter(signed[1:])  # in sequence order, as an origin sends them
+    copy = signed[0]
     rng = random.Random(1)
     initiator = Initiator(dso, rng)
     responder = Responder(meter, initiator.hello(), rng, 0.0)
