@@ -41,8 +41,8 @@ def test_certified_processes_deliver_a_signed_tariff_and_refuse_an_uncertified_o
             command += ["--pki", str(pki)]
         if port != ports[0]:
             command += ["--join", seed]
-        log = (tmp_path / f"node-{node_id}.log").open("wb")
-        processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        with (tmp_path / f"node-{node_id}.log").open("wb") as log:  # the child keeps its copy
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
 
     async def run() -> dict[int, dict[str, object]]:
         async with await ControlClient.open() as client:
