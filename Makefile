@@ -31,10 +31,13 @@ types: $(STAMP)
 MOSQUITTO_INSTALL ?= apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto
 # tests/test_report_html_chromium.py opens report.html in headless Chromium.
 CHROMIUM_INSTALL ?= apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+# tests/test_historian.py runs the PostgreSQL backend against a server it starts itself.
+POSTGRES_INSTALL ?= apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
 
 pytest: $(STAMP)
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || ($(MOSQUITTO_INSTALL))
 	@command -v chromium >/dev/null || ($(CHROMIUM_INSTALL))
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || ($(POSTGRES_INSTALL))
 	$(BIN)/python -m pytest -W error -q
 
 test: lint types pytest
