@@ -220,3 +220,25 @@ def test_the_same_seed_gives_the_same_handshake_bytes() -> None:
     assert cbor2.loads(run())[1] == 1
     with pytest.raises(Uncertified):
         Initiator(a, random.Random(1)).on_reply([b"", b"", b"", b""], NOW)
+
+
+def test_a_hello_flood_from_one_address_is_throttled_before_any_signature() -> None:
+    from gridmesh.security import Throttled
+    from gridmesh.security._links import HELLO, LinkTable
+
+    grid = Grid()
+    table = LinkTable(grid.node(1, Role.DSO), random.Random(1))
+    hello = Initiator(grid.node(7), random.Random(2)).hello()
+    fresh = [Initiator(grid.node(7), random.Random(n)).hello() for n in range(3, 23)]
+    answered = throttled = 0
+    for body in [hello, *fresh]:  # 21 different HELLOs within the same second
+        try:
+            table.on_handshake("10.0.0.7:7000", HELLO, body, NOW)
+            answered += 1
+        except Throttled:
+            throttled += 1
+    assert answered == 4 and throttled == 17  # the burst, then nothing
+    assert table.stats()["sec_hellos_throttled"] == 17
+    # Another address is not affected, and the flooder recovers after a pause.
+    table.on_handshake("10.0.0.8:7000", HELLO, hello, NOW)
+    table.on_handshake("10.0.0.7:7000", HELLO, fresh[0], NOW + 1.0)

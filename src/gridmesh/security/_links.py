@@ -26,7 +26,10 @@ A frame naming a link this node does not have (it restarted) is answered,
 at most once per ``retry_s`` per address, with a fresh ``HELLO``.
 
 Everything is bounded: ``links_max`` links and handshakes (the least recently
-used link goes first), ``pending_max`` queued datagrams per peer.
+used link goes first), ``pending_max`` queued datagrams per peer. Answering a
+HELLO costs a certificate check and a signature, so each address may start at
+most ``hello_rate_per_s`` handshakes a second (bursts of ``hello_burst``); more
+are refused unread (``Throttled``, counted as ``hellos_throttled``).
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gridmesh.security._errors import SecurityError, Uncertified
+from gridmesh.security._errors import SecurityError, Throttled, Uncertified
 from gridmesh.security._link import Initiator, KeySource, Link, LinkCredentials, Responder
 from gridmesh.security._pki import NodeIdentity
+from gridmesh.security._score import TokenBucket
 
 __all__ = ["LinkTable", "Outcome"]
 
@@ -89,6 +93,8 @@ class LinkTable:
         pending_max: int = 64,
         retry_s: float = 0.5,
         tries_max: int = 6,
+        hello_rate_per_s: float = 2.0,
+        hello_burst: float = 4.0,
     ) -> None:
         self.credentials = credentials
         self._source = source
@@ -100,6 +106,10 @@ class LinkTable:
         self.pending_max = pending_max
         self.retry_s = retry_s
         self.tries_max = tries_max
+        # Answering a HELLO costs a certificate check and a signature: per address, a bucket.
+        self.hello_rate_per_s = hello_rate_per_s
+        self.hello_burst = hello_burst
+        self._hello_buckets: dict[str, TokenBucket] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "links_established",
@@ -109,6 +119,7 @@ class LinkTable:
                 "handshake_copies",
                 "links_closed",
                 "frames_refused",
+                "hellos_throttled",
             ),
             0,
         )
@@ -241,6 +252,16 @@ class LinkTable:
             # sides would end up with different keys.
             self.counters["handshake_copies"] += 1
             return Outcome(replies=((REPLY, peer.responder.reply()),))
+        bucket = self._hello_buckets.get(address)
+        if bucket is None:
+            if len(self._hello_buckets) >= self.links_max:
+                self._hello_buckets.clear()  # bounded; a flood from many addresses resets it
+            bucket = self._hello_buckets[address] = TokenBucket(
+                self.hello_rate_per_s, self.hello_burst
+            )
+        if not bucket.take(now):  # refused before any certificate check or signature
+            self.counters["hellos_throttled"] += 1
+            raise Throttled(f"more than {self.hello_rate_per_s} HELLOs/s from {address}")
         responder = Responder(self.credentials, body, self._source, now)
         peer = self._peer(address)
         if peer.initiator is not None and self.node_id < responder.peer.node_id:
