@@ -213,7 +213,6 @@ class Node:
         "_guard",
         "_handshake_timer",
         "_link_identity",
-        "_link_peer",
         "_links",
         "_me",
         "_membership_kinds",
@@ -270,7 +269,7 @@ class Node:
         self._verifier: OriginVerifier | None = None
         self._handshake_timer = False
         self._guard: PeerGuard | None = None
-        self._link_peer = 0  # the proven peer whose message is being handled (0: none)
+        # The proven peer whose message is being handled (None: none, or not secure).
         self._link_identity: NodeIdentity | None = None
         self._policy: AccessPolicy | None = None
         self._confidential: ConfidentialTopics | None = None
@@ -539,7 +538,6 @@ class Node:
     def _accept_opened(self, peer: NodeIdentity, plaintext: bytes, source: str, now: float) -> None:
         """A message a proven peer sent over its link: admitted, decoded, then handled."""
         peer_id = peer.node_id
-        self._link_peer = peer_id
         self._link_identity = peer
         try:
             try:
@@ -554,7 +552,6 @@ class Node:
                 return
             self._dispatch(message, source, now)
         finally:
-            self._link_peer = 0
             self._link_identity = None
 
     def _admit(self, peer_id: int, now: float) -> None:
@@ -1017,14 +1014,14 @@ class Node:
 
         On a secure node the refusal also counts against the link peer that sent it.
         """
-        peer_id = self._link_peer
+        peer = self._link_identity
         guard = self._guard
-        if peer_id and guard is not None and not isinstance(error, Throttled):
+        if peer is not None and guard is not None and not isinstance(error, Throttled):
             event = event_for(error)
-            if event is not None and guard.record(peer_id, event, self._now) is (
+            if event is not None and guard.record(peer.node_id, event, self._now) is (
                 Verdict.DISCONNECT
             ):
-                self._disconnect(peer_id)
+                self._disconnect(peer.node_id)
         rejected = self.rejected
         if rejected is None:
             rejected = self.rejected = {}

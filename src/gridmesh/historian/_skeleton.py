@@ -8,6 +8,7 @@ optionally only those older than a stored time) and ``count``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from gridmesh.errors import LocalProtocolError
@@ -23,7 +24,7 @@ __all__ = ["RETENTION_CHUNK_ROWS", "StoreSkeleton"]
 RETENTION_CHUNK_ROWS = 20_000
 
 
-class StoreSkeleton:
+class StoreSkeleton(ABC):
     """The backend-independent half of a ``Historian``."""
 
     config: HistorianConfig
@@ -78,15 +79,18 @@ class StoreSkeleton:
 
     # -- what a backend supplies ----------------------------------------------------
 
+    @abstractmethod
     def count(self) -> int:
-        raise NotImplementedError
+        """How many events are stored."""
 
+    @abstractmethod
     def _insert(self, rows: list[Row]) -> int:
-        raise NotImplementedError
+        """Store ``rows`` in one transaction, durable on return; how many were new."""
 
+    @abstractmethod
     def _select(self, plan: QueryPlan, after: QueryCursor | None) -> list[Event]:
-        raise NotImplementedError
+        """One page of a checked query."""
 
+    @abstractmethod
     def _delete_chunk(self, older_than: int | None, chunk: int) -> int:
         """Delete at most ``chunk`` of the oldest events (stored ``time_us < older_than``)."""
-        raise NotImplementedError
