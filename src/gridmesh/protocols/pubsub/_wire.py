@@ -162,7 +162,9 @@ def parse_filters(item: object, field: str, *, count_max: int) -> list[str]:
     filters = _list(item, field)
     if len(filters) > count_max:
         raise MalformedMessage(f"more than {count_max} filters", field=field)
-    return [_text(text, field, bytes_max=UINT64_MAX) for text in filters]
+    if not all(type(text) is str for text in filters):
+        raise MalformedMessage("expected text", field=field)
+    return filters  # type: ignore[return-value]
 
 
 def check_filter(text: str) -> str | None:
