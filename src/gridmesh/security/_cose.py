@@ -68,12 +68,13 @@ from collections.abc import Mapping
 from typing import Final, NamedTuple, Protocol
 
 import cbor2
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from gridmesh.errors import LocalProtocolError
 from gridmesh.security._cose_cbor import DEPTH_MAX, CborSubsetError, read_one
+from gridmesh.security._ed25519 import ed25519_valid
 from gridmesh.security._errors import BadSignature, DecryptionFailed
 from gridmesh.wire import MESSAGE_BYTES_MAX
 
@@ -206,10 +207,10 @@ def verify1(
         raise BadSignature("attached payload where detached content was expected", field="payload")
     else:
         content = signed.payload
-    try:
-        public_key.verify(signed.signature, _sig_structure(signed.protected, aad, content))
-    except InvalidSignature:
-        raise BadSignature("the signature does not verify", field="signature") from None
+    if not ed25519_valid(
+        public_key, signed.signature, _sig_structure(signed.protected, aad, content)
+    ):
+        raise BadSignature("the signature does not verify", field="signature")
     return content
 
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import cbor2
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -62,6 +62,7 @@ from gridmesh.security._cose_cbor import CborSubsetError, read_one
 
 if TYPE_CHECKING:
     from gridmesh.security._confidential import GroupKey
+from gridmesh.security._ed25519 import ed25519_valid
 from gridmesh.security._errors import BadSignature, DecryptionFailed, Replayed, Uncertified
 from gridmesh.security._pki import Authority, NodeIdentity, verify_node_certificate
 from gridmesh.security._pki_revocation import RevocationSet
@@ -146,13 +147,11 @@ def _verify_peer(credentials: LinkCredentials, certificate: bytes, now: float) -
 
 
 def _check_signature(identity: NodeIdentity, signature: bytes, signed: bytes) -> None:
-    try:
-        identity.public_key.verify(signature, signed)
-    except InvalidSignature:
+    if not ed25519_valid(identity.public_key, signature, signed):
         raise BadSignature(
             f"the handshake signature of node {identity.node_id} does not verify",
             field="signature",
-        ) from None
+        )
 
 
 def _derive(
