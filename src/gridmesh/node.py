@@ -93,6 +93,7 @@ from gridmesh.security import (
     ReplayGuard,
     RevocationSet,
     ScoreConfig,
+    SecurityError,
     Throttled,
     Uncertified,
     Verdict,
@@ -100,6 +101,7 @@ from gridmesh.security import (
     verify_revocation,
 )
 from gridmesh.security._confidential import ConfidentialTopics, is_sealed
+from gridmesh.security._events import EventSigner, EventVerifier
 from gridmesh.security._link import KeySource, Link, LinkCredentials
 from gridmesh.security._links import LinkTable, Outcome
 from gridmesh.security._origin import OriginSigner, OriginVerifier
@@ -208,6 +210,8 @@ class Node:
         "_confidential",
         "_credentials",
         "_event_manager",
+        "_event_signer",
+        "_event_verifier",
         "_functions",
         "_gossip_kinds",
         "_guard",
@@ -267,6 +271,8 @@ class Node:
         self._links: LinkTable | None = None
         self._signer: OriginSigner | None = None
         self._verifier: OriginVerifier | None = None
+        self._event_signer: EventSigner | None = None
+        self._event_verifier: EventVerifier | None = None
         self._handshake_timer = False
         self._guard: PeerGuard | None = None
         # The proven peer whose message is being handled (None: none, or not secure).
@@ -287,6 +293,13 @@ class Node:
                 ReplayGuard.from_config(security.replay),
             )
             self._credentials = credentials
+            self._event_signer = EventSigner(credentials)
+            self._event_verifier = EventVerifier(
+                credentials,
+                self._policy,
+                self._verifier.identities,
+                freshness_s=security.replay.freshness_s,
+            )
             if credentials.group_keys:
                 self._confidential = ConfidentialTopics(
                     credentials.group_keys, key_source if key_source is not None else rng
@@ -367,16 +380,8 @@ class Node:
         if self._links is not None and type(payload) is bytes and _is_revocation(message.topic):
             self._on_revocation(payload)
         if is_sealed(payload):
-            confidential = self._confidential
-            readable = False
-            if confidential is not None:
-                try:
-                    readable, payload = confidential.open(message.topic, payload)
-                except RemoteProtocolError as error:
-                    self.note_rejected(error)
-                    return
-            if not readable:  # relayed, but not for this node to read
-                self._sealed_unreadable += 1
+            readable, payload = self._open_sealed(message.topic, payload)
+            if not readable:
                 return
         if (
             type(payload) is dict
@@ -459,6 +464,50 @@ class Node:
     def authenticate(self, message: Envelope) -> Envelope:
         signer = self._signer
         return message if signer is None else signer.sign(message)
+
+    def _open_sealed(self, topic: str, payload: object) -> tuple[bool, object]:
+        """A sealed payload opened with a held group key: ``(False, None)`` (counted) when
+        this node holds none for it (relayed, not for it to read) or it does not decrypt."""
+        confidential = self._confidential
+        if confidential is not None:
+            try:
+                readable, opened = confidential.open(topic, payload)
+            except RemoteProtocolError as error:
+                self.note_rejected(error)
+                return False, None
+            if readable:
+                return True, opened
+        self._sealed_unreadable += 1
+        return False, None
+
+    def sign_event(self, event: Event) -> Event:
+        signer = self._event_signer
+        if signer is None:
+            return event
+        confidential = self._confidential
+        if confidential is not None:
+            sealed = confidential.seal(event.topic, event.value)
+            if sealed is not None:
+                event = replace(event, value=sealed)
+        return replace(event, auth=signer.sign(event.content_bytes()))
+
+    def open_event(self, event: Event) -> Event | None:
+        if not is_sealed(event.value):
+            return event
+        readable, value = self._open_sealed(event.topic, event.value)
+        return replace(event, value=value) if readable else None
+
+    def check_event(self, event: Event, now: float, *, fresh: bool = False) -> None:
+        verifier = self._event_verifier
+        if verifier is None:
+            return
+        try:
+            if fresh:
+                verifier.check_fresh(event.time_us, now)
+            verifier.verify(event.source, event.topic, event.content_bytes(), event.auth, now)
+        except SecurityError as error:
+            self.note_rejected(error)
+            raise
 
     def new_message_id(self) -> int:
         return self._rng.getrandbits(64)
@@ -893,7 +942,8 @@ class Node:
         self._now = max(self._now, now)  # handshake timers need the time
         pubsub = self.pubsub
         if self.config.pubsub.mode == "gossip":
-            event = pubsub.new_event(topic, value, now=now, unit=unit, time_us=time_us)
+            # The gossip message is signed by its origin, the publisher: that covers the event.
+            event = pubsub.new_event(topic, value, now=now, unit=unit, time_us=time_us, sign=False)
             self.broadcast({GOSSIP_EVENT_KEY: event.to_wire()}, topic=topic, now=now, group=group)
             pubsub.on_gossip_event(event, now)  # the publisher's own filters match too
             return event
@@ -995,6 +1045,11 @@ class Node:
             **(
                 {f"sec_{k}": v for k, v in self._verifier.counters.items()}
                 if self._verifier is not None
+                else {}
+            ),
+            **(
+                {f"sec_{k}": v for k, v in self._event_verifier.counters.items()}
+                if self._event_verifier is not None
                 else {}
             ),
         }

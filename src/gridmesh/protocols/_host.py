@@ -29,9 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from gridmesh.wire import Envelope, Kind
+
+if TYPE_CHECKING:
+    from gridmesh.protocols.pubsub import Event
 
 __all__ = [
     "Delivery",
@@ -142,6 +145,28 @@ class Host(Protocol):
         """``message`` (which this node originates, to be relayed) as its origin signs it.
 
         The same message where the node has no credentials.
+        """
+        ...
+
+    def sign_event(self, event: Event) -> Event:
+        """``event`` (which this node publishes) with its publisher signature (``auth``),
+        its value sealed first if the topic is confidential and the node holds its key.
+
+        The same event where the node has no credentials.
+        """
+        ...
+
+    def open_event(self, event: Event) -> Event | None:
+        """``event`` as the application reads it: a sealed value (a confidential topic)
+        opened with the node's group key; None (counted) if the node holds no key for it.
+        """
+        ...
+
+    def check_event(self, event: Event, now: float, *, fresh: bool = False) -> None:
+        """Raise a ``SecurityError`` unless ``event`` carries its publisher's valid signature
+        and the publisher may publish on its topic (with ``fresh``: and it is recent).
+
+        Nothing is checked where the node has no credentials.
         """
         ...
 

@@ -49,7 +49,7 @@ from gridmesh.security._pki import NodeIdentity, verify_node_certificate
 from gridmesh.security._replay import ReplayGuard
 from gridmesh.wire import AUTH_BYTES_MAX, Envelope, encode, int_bytes
 
-__all__ = ["OriginSigner", "OriginVerifier", "signed_fields"]
+__all__ = ["IdentityCache", "OriginSigner", "OriginVerifier", "signed_fields"]
 
 _IDENTITIES_MAX = 65_536
 
@@ -97,7 +97,7 @@ class OriginSigner:
 class OriginVerifier:
     """Checks a relayed message's origin signature, rights, hops and freshness."""
 
-    __slots__ = ("_acl", "_credentials", "_identities", "_replay", "_verified", "counters")
+    __slots__ = ("_acl", "_credentials", "_replay", "_verified", "counters", "identities")
 
     def __init__(
         self,
@@ -110,7 +110,7 @@ class OriginVerifier:
         self._credentials = credentials
         self._acl = acl
         self._replay = replay
-        self._identities: dict[bytes, NodeIdentity] = {}
+        self.identities = IdentityCache(credentials)
         self._verified = _Remembered(verified_max)
         self.counters = {"origin_verified": 0, "origin_copies": 0}
 
@@ -129,7 +129,7 @@ class OriginVerifier:
             self.counters["origin_copies"] += 1
             return None
         signature, epoch, seq, hops, certificate = _auth_fields(message.auth)
-        identity = self._identity(certificate, now)
+        identity = self.identities.identity(certificate, now)
         if identity.node_id != message.origin:
             raise CertificateInvalid(
                 f"node {identity.node_id}'s certificate on a message from node {message.origin}",
@@ -157,7 +157,19 @@ class OriginVerifier:
         self.counters["origin_verified"] += 1
         return identity
 
-    def _identity(self, certificate: bytes, now: float) -> NodeIdentity:
+
+class IdentityCache:
+    """Certificates verified once, by their bytes: a cached identity is rechecked only for
+    validity period and revocation (cheap), a new certificate fully."""
+
+    __slots__ = ("_credentials", "_identities")
+
+    def __init__(self, credentials: LinkCredentials) -> None:
+        self._credentials = credentials
+        self._identities: dict[bytes, NodeIdentity] = {}
+
+    def identity(self, certificate: bytes, now: float) -> NodeIdentity:
+        """The identity ``certificate`` proves at ``now``; ``CertificateInvalid`` if none."""
         known = self._identities.get(certificate)  # bytes hash in C: cheaper than a digest
         credentials = self._credentials
         if known is not None:

@@ -51,7 +51,7 @@ from typing import ClassVar, Protocol
 
 import cbor2
 
-from gridmesh.errors import InvalidTopic, MalformedMessage, UnexpectedMessage
+from gridmesh.errors import InvalidTopic, MalformedMessage, RemoteProtocolError, UnexpectedMessage
 from gridmesh.protocols._host import Host, Peer, new_envelope
 from gridmesh.protocols._seen import SeenCache
 from gridmesh.protocols.pubsub._config import PubSubConfig
@@ -192,6 +192,7 @@ class EventManager:
                 "refused_topic",
                 "refused_size",
                 "unauthorized",
+                "not_authentic",
                 "rate_limited",
                 "busy",
                 "delivered",
@@ -278,7 +279,7 @@ class EventManager:
         replicated = any(replica.up for replica in self._replicas.values())
         counters = self.counters
         for item in items:
-            event_id, seq, topic, time_us, value, unit = parse_publish_item(item)
+            event_id, seq, topic, time_us, value, unit, auth = parse_publish_item(item)
             key = (publisher, event_id)
             if key in self._seen:
                 counters["publish_duplicates"] += 1
@@ -292,8 +293,15 @@ class EventManager:
                 # (after its failover) is the chance to make sure they all do.
                 size = 1 + int_bytes(publisher) + int_bytes(event_id) + int_bytes(seq)
                 size += int_bytes(time_us) + plain_bytes(topic) + plain_bytes(value)
-                size += plain_bytes(unit)
-                again.append(Event(topic, value, time_us, publisher, seq, event_id, unit, size))
+                size += plain_bytes(unit) + _auth_bytes(auth)
+                copy = Event(topic, value, time_us, publisher, seq, event_id, unit, size, auth)
+                try:  # replicas check it: a copy altered since must not reach them
+                    self._host.check_event(copy, now)
+                except RemoteProtocolError:
+                    counters["not_authentic"] += 1
+                    answers.append([event_id, PubackStatus.NOT_AUTHENTIC])
+                    continue
+                again.append(copy)
                 continue
             try:
                 validate_topic_name(topic)
@@ -320,8 +328,24 @@ class EventManager:
                 counters["busy"] += 1
                 answers.append([event_id, PubackStatus.BUSY])
                 continue
+            event = Event(
+                topic,
+                value,
+                time_us,
+                publisher,
+                seq,
+                event_id,
+                unit,
+                size + _auth_bytes(auth),
+                auth,
+            )
+            try:  # signed by the publisher, who may publish on the topic, and recent
+                self._host.check_event(event, now, fresh=True)
+            except RemoteProtocolError:
+                counters["not_authentic"] += 1
+                answers.append([event_id, PubackStatus.NOT_AUTHENTIC])
+                continue
             bucket.tokens -= 1.0
-            event = Event(topic, value, time_us, publisher, seq, event_id, unit, size)
             self._seen.add(key)
             accepted.append(event)
         if answers:
@@ -628,7 +652,8 @@ class EventManager:
         code = fields[0]
         if code == OP_EVENT and len(fields) == 2:
             event = parse_event(fields[1])
-            if self._seen.add(event.key):
+            if event.key not in self._seen and self._authentic(event, now):
+                self._seen.add(event.key)
                 event = _measured(event)
                 if self._store is not None:
                     self._store.append([event])
@@ -644,11 +669,22 @@ class EventManager:
             subscriber = self._subscribers.get(uint(fields[1], "op.subscriber", low=1))
             for item in parse_array(fields[2], "op.events"):
                 event = _measured(parse_event(item))
+                if event.key not in self._seen and not self._authentic(event, now):
+                    continue
                 self._seen.add(event.key)
                 if subscriber is not None and event.key not in subscriber.queue:
                     self._queue_for(subscriber, event)
         else:
             raise MalformedMessage(f"unknown replication op {code!r}", field="op")
+
+    def _authentic(self, event: Event, now: float) -> bool:
+        """Whether a replicated event passes the host's security checks (counted if not)."""
+        try:
+            self._host.check_event(event, now)
+        except RemoteProtocolError:
+            self.counters["not_authentic"] += 1
+            return False
+        return True
 
     def _apply_subscriber(self, fields: list[object], now: float) -> None:
         node_id = uint(fields[1], "op.subscriber", low=1)
@@ -928,4 +964,10 @@ def _measured(event: Event) -> Event:
         event.event_id,
         event.unit,
         plain_bytes(event.to_wire()),
+        event.auth,
     )
+
+
+def _auth_bytes(auth: bytes | None) -> int:
+    """What ``auth`` adds to an event's encoded size."""
+    return 0 if auth is None else int_bytes(len(auth)) + len(auth)

@@ -41,10 +41,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from gridmesh.errors import LocalProtocolError, UnexpectedMessage
+from gridmesh.errors import LocalProtocolError, RemoteProtocolError, UnexpectedMessage
 from gridmesh.protocols._host import Host, Peer, new_envelope
 from gridmesh.protocols._seen import SeenCache
 from gridmesh.protocols.pubsub._config import PubSubConfig
@@ -159,6 +159,8 @@ class PubSubClient:
                 "republished",
                 "events",
                 "duplicates",
+                "not_authentic",
+                "unreadable",
                 "gap",
                 "failovers",
             ),
@@ -188,9 +190,20 @@ class PubSubClient:
         return event
 
     def new_event(
-        self, topic: str, value: object, *, now: float, unit: str = "", time_us: int | None = None
+        self,
+        topic: str,
+        value: object,
+        *,
+        now: float,
+        unit: str = "",
+        time_us: int | None = None,
+        sign: bool = True,
     ) -> Event:
-        """A checked event from this node with the next sequence number and a fresh id."""
+        """A checked event from this node with the next sequence number and a fresh id.
+
+        Signed by the host where it has credentials, unless ``sign`` is false (an
+        event sent inside a gossip message its origin signs as a whole).
+        """
         validate_topic_name(topic)
         check_plain(value)
         if len(unit) > _UNIT_BYTES_MAX or len(unit.encode()) > _UNIT_BYTES_MAX:
@@ -199,14 +212,19 @@ class PubSubClient:
         event_id = self._host.rng.getrandbits(64)
         time_us = max(0, int(now * 1e6)) if time_us is None else time_us
         source = self._host.node_id
+        event = Event(topic, value, time_us, source, seq, event_id, unit)
+        if sign:  # the value may be sealed (a confidential topic): measure after
+            event = self._host.sign_event(event)
         size = 1 + sum(map(int_bytes, (source, event_id, seq, time_us)))
-        size += plain_bytes(topic) + plain_bytes(value) + plain_bytes(unit)
+        size += plain_bytes(topic) + plain_bytes(event.value) + plain_bytes(unit)
         if size > self.config.event_bytes_max:
             raise LocalProtocolError(
                 f"event of {size} bytes exceeds event_bytes_max={self.config.event_bytes_max}"
             )
         self._seq = seq
-        return Event(topic, value, time_us, source, seq, event_id, unit, size)
+        if event.auth is not None:
+            size += int_bytes(len(event.auth)) + len(event.auth)
+        return replace(event, wire_bytes=size)
 
     def subscribe(
         self,
@@ -312,14 +330,25 @@ class PubSubClient:
         seen = self._seen
         local = self._local
         handlers = self._handlers
+        host = self._host
         for event in events:
-            if not seen.add(event.key):
+            if event.key in seen:
                 self.counters["duplicates"] += 1
                 continue
+            try:  # before it is remembered: a forged copy must not shadow the real event
+                host.check_event(event, now)
+            except RemoteProtocolError:  # a security check failed
+                self.counters["not_authentic"] += 1
+                continue
+            seen.add(event.key)
+            opened = host.open_event(event)
+            if opened is None:  # sealed, and this node holds no key for it
+                self.counters["unreadable"] += 1
+                continue
             self.counters["events"] += 1
-            for text in local.match(event.topic):
+            for text in local.match(opened.topic):
                 for handler in handlers.get(text, ()):
-                    handler(event, now)
+                    handler(opened, now)
 
     def _on_puback(self, message: Envelope, now: float) -> None:
         acked: list[Event] = []
@@ -449,9 +478,10 @@ class PubSubClient:
                 batch, size = [], 0
             unacked.pop(event.event_id, None)
             unacked[event.event_id] = (event, now)
-            batch.append(
-                [event.event_id, event.seq, event.topic, event.time_us, event.value, event.unit]
-            )
+            item = [event.event_id, event.seq, event.topic, event.time_us, event.value, event.unit]
+            if event.auth is not None:
+                item.append(event.auth)
+            batch.append(item)
             size += event.wire_bytes
         if batch:
             self._send(manager, Kind.PS_PUBLISH, batch, now)

@@ -10,12 +10,17 @@ uniquely even across restarts of the source. Every duplicate check, every
 acknowledgement and the historian's primary key use that pair.
 
 On the wire an event is the array ``[source, event_id, seq, topic, time_us,
-value, unit]``; ``value`` is plain data (see ``gridmesh.wire``).
+value, unit]``, followed by ``auth`` where the publisher signed it (a node with
+credentials signs every event it publishes; security/_events.py); ``value``
+is plain data (see ``gridmesh.wire``). The signature covers the first seven
+items, the event's *content* (``content_bytes``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import cbor2
 
 __all__ = ["Event", "EventKey"]
 
@@ -36,6 +41,8 @@ class Event:
     unit: str = ""
     #: The encoded size, where an Event Manager measured it (batches stay within a message).
     wire_bytes: int = field(default=0, compare=False, repr=False)
+    #: The publisher's signature (``[cose_sign1, certificate]``), where it signed the event.
+    auth: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> EventKey:
@@ -43,8 +50,8 @@ class Event:
         return (self.source, self.event_id)
 
     def to_wire(self) -> list[object]:
-        """``[source, event_id, seq, topic, time_us, value, unit]``."""
-        return [
+        """``[source, event_id, seq, topic, time_us, value, unit]``, then ``auth`` if signed."""
+        wire = [
             self.source,
             self.event_id,
             self.seq,
@@ -53,3 +60,20 @@ class Event:
             self.value,
             self.unit,
         ]
+        if self.auth is not None:
+            wire.append(self.auth)
+        return wire
+
+    def content_bytes(self) -> bytes:
+        """What the publisher signs: the CBOR of the first seven items of ``to_wire``."""
+        return cbor2.dumps(
+            [
+                self.source,
+                self.event_id,
+                self.seq,
+                self.topic,
+                self.time_us,
+                self.value,
+                self.unit,
+            ]
+        )

@@ -7,9 +7,12 @@ The formats (docs/PUBSUB.md has the full table)::
     PS_SUBSCRIBE      [request_id, version, [filter, ...], replace]
     PS_UNSUBSCRIBE    [request_id, version, [filter, ...]]
     PS_SUBACK         [request_id, [status, ...]]           one status per filter
-    PS_PUBLISH        [[event_id, seq, topic, time_us, value, unit], ...]
+    PS_PUBLISH        [[event_id, seq, topic, time_us, value, unit(, auth)], ...]
     PS_PUBACK         [[event_id, status], ...]
     PS_DELIVER        [gap, batch, [event, ...]]            event = Event.to_wire()
+
+``auth`` (an event's last item where its publisher signed it) is the byte
+string ``[cose_sign1, certificate]`` of security/_events.py.
     PS_DELIVER_ACK    [batch, ...]
     PS_REPLICATE      [incarnation, stream, seq, [op, ...]]
     PS_REPLICATE_ACK  [incarnation, stream, applied, [missing, ...]]
@@ -29,7 +32,7 @@ from enum import IntEnum
 from gridmesh.errors import InvalidTopic, MalformedMessage
 from gridmesh.protocols.pubsub._event import Event, EventKey
 from gridmesh.topics import validate_topic_filter, validate_topic_name
-from gridmesh.wire import ADDRESS_BYTES_MAX, UINT64_MAX
+from gridmesh.wire import ADDRESS_BYTES_MAX, AUTH_BYTES_MAX, UINT64_MAX
 
 __all__ = [
     "GOSSIP_EVENT_KEY",
@@ -55,8 +58,8 @@ OP_SUBSCRIBER = 1
 OP_ACKED = 2
 OP_QUEUED = 3
 
-#: ``(event_id, seq, topic, time_us, value, unit)`` as a publisher sends it.
-PublishItem = tuple[int, int, str, int, object, str]
+#: ``(event_id, seq, topic, time_us, value, unit, auth)`` as a publisher sends it.
+PublishItem = tuple[int, int, str, int, object, str, bytes | None]
 
 
 class SubackStatus(IntEnum):
@@ -80,6 +83,7 @@ class PubackStatus(IntEnum):
     BUSY = 4  # replication backlog full; send it again later
     NOT_EVENT_MANAGER = 5
     UNAUTHORIZED = 6  # the publisher's role may not publish on the topic
+    NOT_AUTHENTIC = 7  # unsigned, or its signature, certificate or freshness failed
 
 
 def uint(value: object, field: str, *, low: int = 0) -> int:
@@ -104,7 +108,11 @@ def _text(value: object, field: str, *, bytes_max: int) -> str:
 
 def parse_event(item: object, field: str = "event") -> Event:
     """An event as an Event Manager relays it; a bad topic is a malformed message here."""
-    source, event_id, seq, topic, time_us, value, unit = _list(item, field, length=7)
+    items = _list(item, field)
+    if len(items) not in (7, 8):
+        raise MalformedMessage("expected an array of 7 items (8 with auth)", field=field)
+    source, event_id, seq, topic, time_us, value, unit = items[:7]
+    auth = _auth(items[7], f"{field}.auth") if len(items) == 8 else None
     try:
         name = validate_topic_name(topic)
     except InvalidTopic as exc:
@@ -117,7 +125,14 @@ def parse_event(item: object, field: str = "event") -> Event:
         uint(seq, f"{field}.seq"),
         uint(event_id, f"{field}.event_id"),
         _text(unit, f"{field}.unit", bytes_max=64),
+        auth=auth,
     )
+
+
+def _auth(item: object, field: str) -> bytes:
+    if type(item) is not bytes or len(item) > AUTH_BYTES_MAX:
+        raise MalformedMessage(f"expected bytes, at most {AUTH_BYTES_MAX}", field=field)
+    return item
 
 
 def parse_publish(body: object) -> list[object]:
@@ -130,7 +145,10 @@ def parse_publish(body: object) -> list[object]:
 
 def parse_publish_item(item: object) -> PublishItem:
     """One published event; its topic is checked by the caller (it gets a status, not a drop)."""
-    event_id, seq, topic, time_us, value, unit = _list(item, "event", length=6)
+    items = _list(item, "event")
+    if len(items) not in (6, 7):
+        raise MalformedMessage("expected an array of 6 items (7 with auth)", field="event")
+    event_id, seq, topic, time_us, value, unit = items[:6]
     return (
         uint(event_id, "event.event_id"),
         uint(seq, "event.seq"),
@@ -138,6 +156,7 @@ def parse_publish_item(item: object) -> PublishItem:
         uint(time_us, "event.time_us"),
         value,
         _text(unit, "event.unit", bytes_max=64),
+        _auth(items[6], "event.auth") if len(items) == 7 else None,
     )
 
 
