@@ -7,7 +7,9 @@ What is measured
   (``OriginSigner.sign``: COSE_Sign1, EdDSA), the full check a receiver runs on
   a message it has not seen (``OriginVerifier.verify``: certificate cache
   hit, signature, hop count, ACL, replay window), the check on a copy (a hash),
-  the Ed25519 check alone through libsodium (what gridmesh uses) and OpenSSL,
+  signing and checking a pub/sub event (``EventSigner``, ``EventVerifier``:
+  certificate cache hit, signature, ACL), the Ed25519 check alone through
+  libsodium (what gridmesh uses) and OpenSSL,
   sealing and opening a 200-byte link frame (ChaCha20-Poly1305), and a whole
   link handshake (certificate checks, two signatures, X25519). Target (issue 7):
   >= 10,000 signed events verified per second per core.
@@ -42,6 +44,7 @@ from gridmesh.node import Node, NodeConfig
 from gridmesh.protocols import Delivery, Peer
 from gridmesh.protocols.dissemination import GossipConfig
 from gridmesh.protocols.membership import FullMembershipConfig, HyParViewConfig, PeerDirectory
+from gridmesh.protocols.pubsub import Event
 from gridmesh.security import (
     AccessPolicy,
     ReplayGuard,
@@ -52,6 +55,7 @@ from gridmesh.security import (
     verify_node_certificate,
 )
 from gridmesh.security._ed25519 import ed25519_valid
+from gridmesh.security._events import EventSigner, EventVerifier
 from gridmesh.security._link import Initiator, LinkCredentials, Responder
 from gridmesh.security._origin import OriginSigner, OriginVerifier
 from gridmesh.sim import ConstantLatency, LinkClass, NetworkConfig, Simulator
@@ -132,6 +136,18 @@ def operations(operations: int, repeats: int) -> dict[str, dict[str, float]]:
     frames = [link_out.seal(payload) for _ in range(count)]
     frame_iter = iter(frames)
 
+    events = [
+        Event("DR/COMMAND/region-1", {"shed_kw": 500 + i}, i, 1, i + 1, i) for i in range(count + 1)
+    ]
+    event_signer = EventSigner(dso)
+    signed_events = [(e, event_signer.sign(e.content_bytes())) for e in events]
+    event_verifier = EventVerifier(meter, AccessPolicy(), verifier.identities, freshness_s=86_400)
+    event_iter = iter(signed_events)
+
+    def check_event(index: int) -> None:
+        event, auth = next(event_iter)
+        event_verifier.verify(event.source, event.topic, event.content_bytes(), auth, 0.0)
+
     data = encode(signed[0])
     sig = dso.key.sign(data)
     public = dso.key.public_key()
@@ -149,6 +165,10 @@ def operations(operations: int, repeats: int) -> dict[str, dict[str, float]]:
             lambda i: verifier.verify(next(fresh), 0.0), operations, repeats
         ),
         "verify_copy": rate(lambda i: verifier.verify(copy, 0.0), operations, repeats),
+        "sign_event": rate(
+            lambda i: event_signer.sign(events[i].content_bytes()), operations, repeats
+        ),
+        "verify_event": rate(check_event, operations, repeats),
         # The signature check alone, the two libraries side by side (gridmesh uses libsodium).
         "ed25519_libsodium": rate(lambda i: ed25519_valid(public, sig, data), operations, repeats),
         "ed25519_openssl": rate(lambda i: public.verify(sig, data), operations, repeats),
