@@ -242,3 +242,32 @@ def test_a_hello_flood_from_one_address_is_throttled_before_any_signature() -> N
     # Another address is not affected, and the flooder recovers after a pause.
     table.on_handshake("10.0.0.8:7000", HELLO, hello, NOW)
     table.on_handshake("10.0.0.7:7000", HELLO, fresh[0], NOW + 1.0)
+
+
+def test_a_hello_flood_from_many_addresses_costs_at_most_the_total_budget() -> None:
+    from gridmesh.security import Throttled
+    from gridmesh.security._links import HELLO, LinkTable
+
+    grid = Grid()
+    table = LinkTable(
+        grid.node(1, Role.DSO), random.Random(1), hellos_total_per_s=10.0, hellos_total_burst=20.0
+    )
+    hellos = [Initiator(grid.node(7), random.Random(n)).hello() for n in range(60)]
+    answered = 0
+    for index, body in enumerate(hellos):  # 60 addresses, one HELLO each, in one second
+        try:
+            table.on_handshake(f"10.0.{index}.1:7000", HELLO, body, NOW)
+            answered += 1
+        except Throttled:
+            pass
+    assert answered == 20  # the total burst: 20 signatures, not 60
+    assert table.stats()["sec_hellos_shed"] == 40
+    # The budget refills at its rate: half a second later, five more are answered.
+    later = 0
+    for index, body in enumerate(hellos[:10]):
+        try:
+            table.on_handshake(f"10.1.{index}.1:7000", HELLO, body, NOW + 0.5)
+            later += 1
+        except Throttled:
+            pass
+    assert later == 5

@@ -95,6 +95,8 @@ class LinkTable:
         tries_max: int = 6,
         hello_rate_per_s: float = 2.0,
         hello_burst: float = 4.0,
+        hellos_total_per_s: float = 200.0,
+        hellos_total_burst: float = 400.0,
     ) -> None:
         self.credentials = credentials
         self._source = source
@@ -110,6 +112,10 @@ class LinkTable:
         self.hello_rate_per_s = hello_rate_per_s
         self.hello_burst = hello_burst
         self._hello_buckets: dict[str, TokenBucket] = {}
+        # ... and for all addresses together: a flood from many (spoofed) addresses costs
+        # at most this many certificate checks and signatures a second (~15% of a core).
+        self.hellos_total_per_s = hellos_total_per_s
+        self._hellos_total = TokenBucket(hellos_total_per_s, hellos_total_burst)
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "links_established",
@@ -120,6 +126,7 @@ class LinkTable:
                 "links_closed",
                 "frames_refused",
                 "hellos_throttled",
+                "hellos_shed",
             ),
             0,
         )
@@ -262,6 +269,9 @@ class LinkTable:
         if not bucket.take(now):  # refused before any certificate check or signature
             self.counters["hellos_throttled"] += 1
             raise Throttled(f"more than {self.hello_rate_per_s} HELLOs/s from {address}")
+        if not self._hellos_total.take(now):
+            self.counters["hellos_shed"] += 1
+            raise Throttled(f"more than {self.hellos_total_per_s} HELLOs/s from all addresses")
         responder = Responder(self.credentials, body, self._source, now)
         peer = self._peer(address)
         if peer.initiator is not None and self.node_id < responder.peer.node_id:
