@@ -11,7 +11,8 @@ what it refused. It is itself sans-I/O: a *driver* feeds it and carries out
 what it asks, through the ``Transport`` interface:
 
 * the driver calls ``start(now)`` once, then ``receive(message, source, now)``
-  or ``receive_datagram(data, source, now)`` for every arrival, and
+  or ``receive_datagram(data, source, now)`` for every arrival (or, when its
+  transport authenticates peers itself, TLS, ``receive_authenticated``), and
   ``handle_timer(now)`` when a wake-up it was asked for comes due — late if it
   must, never early (``now >= when``);
 * the node calls ``transport.send(node_id, peers, message)`` to send,
@@ -87,6 +88,7 @@ from gridmesh.security import (
     AccessPolicy,
     AclConfig,
     Action,
+    CertificateRevoked,
     NodeIdentity,
     PeerGuard,
     ReplayConfig,
@@ -233,6 +235,7 @@ class Node:
         "_timer_seq",
         "_timers",
         "_transport",
+        "_transport_authenticates",
         "_tree",
         "_verifier",
         "_wake_at",
@@ -256,10 +259,15 @@ class Node:
         event_store: EventStore | None = None,
         credentials: LinkCredentials | None = None,
         key_source: KeySource | None = None,
+        transport_authenticates: bool = False,
     ) -> None:
+        """``transport_authenticates``: the transport proves and encrypts peers itself (TLS
+        with client certificates), so a node with credentials sends plain envelopes through
+        ``transport.send`` and takes messages through ``receive_authenticated``."""
         if not 0 < node_id <= UINT64_MAX:
             raise LocalProtocolError(f"node id must be in 1..2**64-1, got {node_id}")
         self._node_id = node_id
+        self._transport_authenticates = transport_authenticates
         self._address = address
         self._rng = rng
         self._transport = transport
@@ -360,7 +368,7 @@ class Node:
 
     def send(self, peers: Sequence[Peer], message: Envelope) -> None:
         links = self._links
-        if links is None:
+        if links is None or self._transport_authenticates:
             self._transport.send(self._node_id, peers, message)
             return
         data = encode(message)
@@ -583,6 +591,30 @@ class Node:
             self.receive_plain(message, source, now)
         else:
             self._dispatch(message, source, now)
+
+    def receive_authenticated(
+        self, peer: NodeIdentity, data: bytes, source: str, now: float
+    ) -> bool:
+        """An encoded envelope from ``peer``, whom the transport proved (TLS client certificate).
+
+        Admitted as a message opened from a link is: the peer's rate and score,
+        ``sender`` must be ``peer``, then handled. Returns False when the transport
+        should close its connection: the certificate is revoked, or the peer's score
+        fell below the disconnect threshold.
+        """
+        guard = self._guard
+        if guard is None:
+            raise LocalProtocolError("receive_authenticated is for a node with credentials")
+        self._now = now
+        revocations = self._credentials.revocations
+        assert revocations is not None
+        if revocations.is_revoked(peer.serial):
+            self.note_rejected(
+                CertificateRevoked(f"serial {peer.serial:#x} is revoked", field="serial")
+            )
+            return False
+        self._accept_opened(peer, data, source, now)
+        return guard.verdict(peer.node_id, now) is not Verdict.DISCONNECT
 
     def _accept_opened(self, peer: NodeIdentity, plaintext: bytes, source: str, now: float) -> None:
         """A message a proven peer sent over its link: admitted, decoded, then handled."""

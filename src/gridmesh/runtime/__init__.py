@@ -1,4 +1,4 @@
-"""Real I/O: the asyncio UDP driver, the control channel and the local cluster."""
+"""Real I/O: the asyncio UDP and TCP (TLS 1.3) drivers, the control channel, the local cluster."""
 
 from gridmesh.runtime._address import format_address, is_loopback, parse_address
 from gridmesh.runtime._cluster import ClusterError, ProcessCluster, free_udp_ports
@@ -10,6 +10,7 @@ from gridmesh.runtime._readings import (
     constant_reading,
     load_readings,
 )
+from gridmesh.runtime._tcp import TcpConfig, TcpNode
 from gridmesh.runtime._udp import (
     CONTROL_AGGREGATES_MAX,
     CONTROL_ANSWERS_KEPT_MAX,
@@ -28,6 +29,8 @@ __all__ = [
     "ProcessCluster",
     "ReadingValue",
     "StaticReadings",
+    "TcpConfig",
+    "TcpNode",
     "UdpNode",
     "constant_reading",
     "format_address",

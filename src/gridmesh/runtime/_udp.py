@@ -47,7 +47,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import TypeVar, cast
+from typing import ClassVar, TypeVar, cast
 
 from gridmesh.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from gridmesh.node import Node, NodeConfig
@@ -102,6 +102,9 @@ _ResultT = TypeVar("_ResultT", AggregateResult, CollectResult)
 class UdpNode(asyncio.DatagramProtocol):
     """Runs ``Node`` over a UDP socket; also the node's ``Transport``."""
 
+    #: Whether this transport proves peers itself (``TcpNode``: TLS), not the node's links.
+    transport_authenticates: ClassVar[bool] = False
+
     def __init__(
         self,
         *,
@@ -134,6 +137,7 @@ class UdpNode(asyncio.DatagramProtocol):
             credentials=credentials,
             # Link keys and nonces need the operating system's randomness, seeded runs or not.
             key_source=secrets.SystemRandom() if credentials is not None else None,
+            transport_authenticates=self.transport_authenticates,
         )
         self.on_delivery = on_delivery
         self.deliveries: OrderedDict[int, Delivery] = OrderedDict()

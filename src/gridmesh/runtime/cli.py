@@ -31,6 +31,7 @@ from gridmesh.runtime._address import format_address, ip_endpoint, parse_address
 from gridmesh.runtime._cluster import ClusterError, ProcessCluster
 from gridmesh.runtime._control import ControlClient, NodeUnreachable
 from gridmesh.runtime._readings import ReadingValue, constant_reading, load_readings
+from gridmesh.runtime._tcp import TcpNode
 from gridmesh.runtime._udp import UdpNode
 from gridmesh.security._link import LinkCredentials
 
@@ -60,7 +61,7 @@ def run_async(main: Coroutine[Any, Any, _T]) -> _T:
 
 
 def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    node = commands.add_parser("node", help="run one gridmesh node on a UDP port")
+    node = commands.add_parser("node", help="run one gridmesh node on a UDP (or TCP/TLS) port")
     node.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to bind")
     node.add_argument(
         "--join", action="append", default=[], metavar="HOST:PORT", help="seed node (repeatable)"
@@ -77,6 +78,13 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         metavar="DIR",
         help="run secure: this node's certificate and key from a PKI directory "
         "(gridmesh pki ...); it then admits only peers certified by the same authority",
+    )
+    node.add_argument(
+        "--transport",
+        choices=["udp", "tcp"],
+        default="udp",
+        help="udp (default): datagrams, peers proven by gridmesh's own handshake; tcp: TLS 1.3 "
+        "with client certificates (needs --pki); control requests stay on the UDP port",
     )
     node.add_argument(
         "--subscribe",
@@ -281,6 +289,14 @@ def _node(args: argparse.Namespace) -> int:
     if not 0 < node_id < 2**64:
         raise ConfigError("command line", "--id", "an integer in 1..2**64-1", got=node_id)
     settings = load_node_settings(args.config, args)
+    if args.transport == "tcp" and args.pki is None:
+        raise ConfigError(
+            "command line",
+            "--pki",
+            "a PKI directory with this node's certificate and key (gridmesh pki issue): "
+            "--transport tcp runs TLS 1.3 with client certificates of the grid's authority",
+            got="nothing",
+        )
     credentials = None if args.pki is None else _credentials(args.pki, node_id)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -329,19 +345,35 @@ def _node(args: argparse.Namespace) -> int:
                 raise ConfigError(
                     str(args.config), "historian", "a store this node can open", got=str(exc)
                 ) from None
-        udp = UdpNode(
-            node_id=node_id,
-            listen=listen,
-            config=settings.config,
-            seeds=seeds,
-            advertise=args.advertise,
-            rng=random.Random(args.seed) if args.seed is not None else None,
-            on_delivery=on_delivery,
-            event_store=historian,
-            credentials=credentials,
-        )
+        rng = random.Random(args.seed) if args.seed is not None else None
+        udp: UdpNode
+        if args.transport == "tcp":
+            assert credentials is not None
+            udp = TcpNode(
+                node_id=node_id,
+                listen=listen,
+                credentials=credentials,
+                config=settings.config,
+                seeds=seeds,
+                advertise=args.advertise,
+                rng=rng,
+                on_delivery=on_delivery,
+                event_store=historian,
+            )
+        else:
+            udp = UdpNode(
+                node_id=node_id,
+                listen=listen,
+                config=settings.config,
+                seeds=seeds,
+                advertise=args.advertise,
+                rng=rng,
+                on_delivery=on_delivery,
+                event_store=historian,
+                credentials=credentials,
+            )
         await start_node(udp, settings.readings, args.listen)
-        log.warning("node %d listening on %s", node_id, udp.advertise)
+        log.warning("node %d listening on %s (%s)", node_id, udp.advertise, args.transport)
         if args.subscribe:
             udp.subscribe(args.subscribe, on_event=on_event, on_done=on_subscribed)
         stop = asyncio.Event()
