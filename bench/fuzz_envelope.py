@@ -8,17 +8,21 @@ sends, and two properties are checked on each:
 * **only typed errors escape**: ``decode`` may raise only a
   ``RemoteProtocolError``; ``OriginVerifier.verify`` (on what decodes to a
   gossip message) only a ``RemoteProtocolError`` (the security errors are
-  ones); ``Link.open`` only ``DecryptionFailed`` or ``Replayed``. Anything else
-  stops the run and prints the seed, the index and the input;
+  ones); on what decodes to a ``PS_DELIVER``, parsing each event and
+  ``EventVerifier.verify`` (the publisher's signature) only one too;
+  ``Link.open`` only ``DecryptionFailed`` or ``Replayed``. Anything else stops
+  the run and prints the seed, the index and the input;
 * **nothing is forged**: whatever ``verify`` accepts carries exactly the signed
-  end-to-end fields of a corpus message, and whatever ``Link.open`` accepts is
+  end-to-end fields of a corpus message, every event that verifies is a
+  corpus event, byte for byte, and whatever ``Link.open`` accepts is
   exactly a corpus plaintext.
 
 Inputs (seeded), in turn: byte mutations of a corpus item (1 to 4 of: bit
 flip, random byte, insertion, deletion, truncation, duplicated chunk); random
 bytes (0 to 200); random CBOR arrays of ten items (the envelope's shape). The
 corpus: gossip envelopes signed by a DSO (three topics, payloads of several
-types), unsigned envelopes of every kind, and sealed frames of a link.
+types), deliveries of pub/sub events the DSO signed, unsigned envelopes of
+every kind, and sealed frames of a link.
 
     .venv/bin/python bench/fuzz_envelope.py [--inputs 1000000] [--seed 1]
         [--json bench/results/fuzz-envelope.json]
@@ -31,6 +35,7 @@ import json
 import random
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import cbor2
@@ -39,6 +44,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from _machine import machine as machine_info
 from gridmesh import __version__
 from gridmesh.errors import RemoteProtocolError
+from gridmesh.protocols.pubsub import Event
+from gridmesh.protocols.pubsub._wire import parse_array, parse_event
 from gridmesh.security import (
     AccessPolicy,
     DecryptionFailed,
@@ -50,6 +57,7 @@ from gridmesh.security import (
     load_authority,
     verify_node_certificate,
 )
+from gridmesh.security._events import EventSigner, EventVerifier
 from gridmesh.security._link import Initiator, LinkCredentials, Responder
 from gridmesh.security._origin import OriginSigner, OriginVerifier, signed_fields
 from gridmesh.wire import Envelope, Kind, decode, encode
@@ -81,7 +89,9 @@ def _credentials(authority_key: Ed25519PrivateKey, node_id: int, role: Role) -> 
     return LinkCredentials(authority, identity, key)
 
 
-def corpus(seed: int) -> tuple[list[bytes], set[bytes], list[bytes], set[bytes], object, object]:
+def corpus(
+    seed: int,
+) -> tuple[list[bytes], set[bytes], list[bytes], set[bytes], object, object, EventVerifier]:
     rng = random.Random(seed)
     authority_key = _key(999)
     dso = _credentials(authority_key, 1, Role.DSO)
@@ -111,6 +121,16 @@ def corpus(seed: int) -> tuple[list[bytes], set[bytes], list[bytes], set[bytes],
         data = encode(message)
         envelopes.append(data)
         genuine.add(signed_fields(decode(data)) + (message.auth or b""))
+    event_signer = EventSigner(dso)
+    events = []
+    for index, value in enumerate([0.12, {"reduce_kw": 500}, [1, "a", b"\x00"], None]):
+        event = Event("DR/COMMAND/region-7", value, int(NOW * 1e6), 1, index + 1, 50 + index, "kW")
+        event = replace(event, auth=event_signer.sign(event.content_bytes()))
+        genuine.add(event.content_bytes() + (event.auth or b""))
+        events.append(event.to_wire())
+    for index in range(len(events)):  # deliveries of one to all four signed events
+        body = [0, index, events[: index + 1]]
+        envelopes.append(encode(Envelope(Kind.PS_DELIVER, 200 + index, 2, 2, "", 0, 1, body)))
     for kind in Kind:
         envelopes.append(encode(Envelope(kind, rng.getrandbits(64), 5, 5, "T", 0, 3, [1, "x"])))
     initiator = Initiator(dso, rng)
@@ -120,7 +140,8 @@ def corpus(seed: int) -> tuple[list[bytes], set[bytes], list[bytes], set[bytes],
     plaintexts = [envelopes[0], b"", b"x" * 100]
     frames = [link_out.seal(p) for p in plaintexts]
     verifier = OriginVerifier(meter, AccessPolicy(), ReplayGuard(window=4096, freshness_s=86_400))
-    return envelopes, genuine, frames, set(plaintexts), verifier, link_in
+    event_verifier = EventVerifier(meter, AccessPolicy(), verifier.identities, freshness_s=86_400)
+    return envelopes, genuine, frames, set(plaintexts), verifier, link_in, event_verifier
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -147,11 +168,12 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 
 
 def run(inputs: int, seed: int) -> dict[str, object]:
-    envelopes, genuine, frames, plaintexts, verifier, link = corpus(seed)
+    envelopes, genuine, frames, plaintexts, verifier, link, event_verifier = corpus(seed)
     rng = random.Random(seed)
     outcomes: dict[str, Counter[str]] = {
         "decode": Counter(),
         "verify": Counter(),
+        "verify_event": Counter(),
         "open": Counter(),
     }
     sources: Counter[str] = Counter()
@@ -199,6 +221,8 @@ def run(inputs: int, seed: int) -> dict[str, object]:
                 raise SystemExit(
                     f"seed {seed} input {index}: verify raised {error!r} on {data!r}"
                 ) from None
+        if message is not None and message.kind is Kind.PS_DELIVER:
+            check_events(message, event_verifier, genuine, outcomes["verify_event"], seed, index)
         try:
             plaintext = link.open(data)  # type: ignore[attr-defined]
             if plaintext not in plaintexts:
@@ -220,6 +244,33 @@ def run(inputs: int, seed: int) -> dict[str, object]:
         "sources": dict(sources),
         "outcomes": {name: dict(counts) for name, counts in outcomes.items()},
     }
+
+
+def check_events(  # noqa: PLR0917 - the run's state, passed as it is
+    message: Envelope,
+    verifier: EventVerifier,
+    genuine: set[bytes],
+    outcomes: Counter[str],
+    seed: int,
+    index: int,
+) -> None:
+    """A delivery's events as a subscriber checks them: parsed, then each verified."""
+    try:
+        _, _, items = parse_array(message.body, "body", length=3)
+        for item in parse_array(items, "events"):
+            event = parse_event(item)
+            verifier.verify(event.source, event.topic, event.content_bytes(), event.auth, NOW)
+            if event.content_bytes() + (event.auth or b"") not in genuine:
+                raise SystemExit(f"seed {seed} input {index}: a forged event verified: {item!r}")
+            outcomes["ok"] += 1
+    except RemoteProtocolError as error:
+        outcomes[error.reason] += 1
+    except SystemExit:
+        raise
+    except Exception as error:  # the property under test
+        raise SystemExit(
+            f"seed {seed} input {index}: an event check raised {error!r} on {message!r}"
+        ) from None
 
 
 def main() -> int:
