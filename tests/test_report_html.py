@@ -229,7 +229,7 @@ def series_report(small_run: Path, **series: Any) -> dict[str, Any]:
     return report
 
 
-def test_demand_response_and_imbalance_series_are_plotted_and_written_when_present(
+def test_the_grid_services_series_are_plotted_and_written_when_present(
     small_run: Path, tmp_path: Path
 ) -> None:
     report = series_report(
@@ -244,9 +244,14 @@ def test_demand_response_and_imbalance_series_are_plotted_and_written_when_prese
             "imbalance_kw": [120.0, -40.0, 5.0],
             "centralized_optimum_kw": [0.0, 0.0, 0.0],
         },
+        load_shifted={"time_s": [0.0, 10.0, 20.0], "shifted_kw": [0.0, 47.5, 47.5]},
     )
     written = write_outputs(report, tmp_path, source=SMALL)
-    assert {path.name for path in written} == BASIC_FILES | {"dr_reduction.csv", "imbalance.csv"}
+    assert {path.name for path in written} == BASIC_FILES | {
+        "dr_reduction.csv",
+        "imbalance.csv",
+        "load_shifted.csv",
+    }
     reduction = (tmp_path / "dr_reduction.csv").read_text(encoding="utf-8")
     assert reduction.splitlines() == [
         "time_s,requested_kw,achieved_kw",
@@ -262,6 +267,9 @@ def test_demand_response_and_imbalance_series_are_plotted_and_written_when_prese
         assert f"<figcaption>{title}</figcaption>" in page
     assert "largest requested 500 kW, largest achieved 410 kW" in page  # the alt text
     assert "largest absolute imbalance 120 kW; centralized optimum (dashed) 0 kW" in page
+    assert "from 0 s to 20 s: largest 47.5 kW" in page  # the devices' moved load
+    shifted = (tmp_path / "load_shifted.csv").read_text(encoding="utf-8")
+    assert shifted.splitlines() == ["time_s,shifted_kw", "0.0,0.0", "10.0,47.5", "20.0,47.5"]
     # The optimum is optional; a later run without the series removes the stale CSV files.
     del report["imbalance"]["centralized_optimum_kw"], report["dr_reduction"]
     write_outputs(report, tmp_path, html=False)

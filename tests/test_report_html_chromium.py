@@ -253,6 +253,10 @@ def test_the_report_opens_in_chromium_without_errors_or_requests(
         "imbalance_kw": [120.0, 60.0, -15.0, 8.0, 2.0],
         "centralized_optimum_kw": [0.0, 0.0, 0.0, 0.0, 0.0],
     }
+    report["load_shifted"] = {  # as [devices] reports it
+        "time_s": [0.0, 1.0, 2.0, 3.0, 4.0],
+        "shifted_kw": [0.0, 0.0, 35.5, 47.5, 47.5],
+    }
     write_outputs(report, tmp_path, scenario=parse_scenario(SMALL), source=SMALL)
     url = (tmp_path / "report.html").as_uri()
 

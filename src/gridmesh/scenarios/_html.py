@@ -48,6 +48,7 @@ PLOT_TITLES = {
     "load_per_node": "Messages sent per node",
     "dr_reduction": "Requested vs achieved reduction",
     "imbalance": "Imbalance over time",
+    "load_shifted": "Load moved earlier by devices",
 }
 
 _CURVES_MAX = 10  # broadcasts drawn in one delivery plot (delivery.csv has them all)
@@ -270,6 +271,7 @@ def _files_section(series: list[Series]) -> str:
         "load_per_node": "messages sent per node, quantiles",
         "dr_reduction": "requested and achieved reduction, by time",
         "imbalance": "imbalance (and the centralized optimum), by time",
+        "load_shifted": "load moved earlier by devices reacting to commands, by time",
     }
     files = [
         ("report.json", "every figure of the run"),
@@ -298,6 +300,7 @@ def _plots(report: dict[str, Any], series: list[Series]) -> list[_Plot]:
         "load_per_node": _draw_load,
         "dr_reduction": _draw_reduction,
         "imbalance": _draw_imbalance,
+        "load_shifted": _draw_load_shifted,
     }
     plots = []
     with matplotlib.rc_context():
@@ -441,6 +444,19 @@ def _draw_imbalance(axes: Any, table: Series, report: dict[str, Any]) -> tuple[s
     axes.set_ylabel("imbalance (kW)")
     axes.legend(loc="best")
     return alt + ".", note
+
+
+def _draw_load_shifted(axes: Any, table: Series, report: dict[str, Any]) -> tuple[str, str]:
+    time_s, note = _thinned(table, "time_s")
+    shifted = _thinned(table, "shifted_kw")[0]
+    axes.step(time_s, shifted, where="post")
+    axes.set_xlabel("simulated time (s)")
+    axes.set_ylabel("load moved earlier (kW)")
+    alt = (
+        f"Load that devices moved earlier in answer to commands, in kW, from {_g(time_s[0])} s "
+        f"to {_g(time_s[-1])} s: largest {_g(_peak(shifted))} kW."
+    )
+    return alt, note
 
 
 def _thinned(table: Series, column: str) -> tuple[list[float], str]:

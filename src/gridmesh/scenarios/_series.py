@@ -6,12 +6,14 @@ named columns (units last, as everywhere in gridmesh), one :class:`Series`
 per plot. A series whose data the report lacks is absent from the list, so
 the CSV file and the plot of it are left out together.
 
-Two series are defined here for scenarios that will produce them (demand
-response, ReDy balancing); a report opts in by holding the key:
+Three series are defined here for the grid services that produce them (demand
+response, ReDy balancing, devices); a report opts in by holding the key:
 
 - ``dr_reduction``: ``{"time_s": [...], "requested_kw": [...], "achieved_kw": [...]}``
 - ``imbalance``: ``{"time_s": [...], "imbalance_kw": [...]}`` and optionally
   ``"centralized_optimum_kw": [...]``
+- ``load_shifted``: ``{"time_s": [...], "shifted_kw": [...]}``, the load devices
+  moved earlier in answer to their rules' commands (``[devices]``, _devices.py)
 
 Columns are equally long lists; ``time_s`` holds numbers, the others numbers
 or ``null`` (no value at that time). docs/SCENARIOS.md, "Reports", is the
@@ -35,6 +37,7 @@ Cell = str | int | float | None
 TIME_SERIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dr_reduction": (("requested_kw", "achieved_kw"), ()),
     "imbalance": (("imbalance_kw",), ("centralized_optimum_kw",)),
+    "load_shifted": (("shifted_kw",), ()),
 }
 
 
