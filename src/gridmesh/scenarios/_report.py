@@ -103,7 +103,33 @@ def summary_sections(report: dict[str, object]) -> list[list[tuple[str, str]]]:
     sections = [rows]
     sections += [_aggregate_rows(query) for query in _entries(report.get("aggregates"))]
     sections += [_estimate_rows(estimate) for estimate in _entries(report.get("estimates"))]
+    dr = report.get("dr")
+    if isinstance(dr, dict):  # [dr], scenarios/_dr.py
+        sections.append(_dr_rows(dr))
     return sections
+
+
+def _dr_rows(dr: dict[str, Any]) -> list[tuple[str, str]]:
+    """Demand response: the request, what the meters delivered, when, and why not."""
+    if not dr["request_sent"]:
+        return [("DR request", "not sent (DSO down)")]
+    activation = dr["time_to_activation_s"]
+    rows = [
+        ("DR requested / achieved", f"{dr['requested_kw']:,.1f} / {dr['achieved_kw']:,.1f} kW"),
+        (
+            "  met within the deadline",
+            "yes" if dr["met"] else f"no: {dr['shortfall_kw']:,.1f} kW short",
+        ),
+        (
+            "  time to activation",
+            "-" if activation is None else f"{activation:.1f} s of {dr['deadline_s']:g} s",
+        ),
+        ("  commanded / confirmed", f"{dr['commanded_kw']:,.1f} / {dr['confirmed_kw']:,.1f} kW"),
+        ("  DSO informed in time", "yes" if dr["dso_confirmed"] else "no"),
+    ]
+    if dr["why"] is not None:
+        rows.append(("  why", dr["why"]["summary"]))
+    return rows
 
 
 def _entries(section: object) -> list[dict[str, Any]]:
