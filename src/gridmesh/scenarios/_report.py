@@ -106,7 +106,37 @@ def summary_sections(report: dict[str, object]) -> list[list[tuple[str, str]]]:
     dr = report.get("dr")
     if isinstance(dr, dict):  # [dr], scenarios/_dr.py
         sections.append(_dr_rows(dr))
+    redy = report.get("redy")
+    if isinstance(redy, dict):  # [redy], scenarios/_redy.py
+        sections.append(_redy_rows(redy))
     return sections
+
+
+def _redy_rows(redy: dict[str, Any]) -> list[tuple[str, str]]:
+    """ReDy balancing: the imbalance at the start and the end, and whether it settled."""
+    settled = redy["settled_at_s"]
+    epochs = redy["epochs"]
+    return [
+        (
+            "ReDy imbalance start / final",
+            f"{redy['start_imbalance_kw']:,.1f} / {redy['final_imbalance_kw']:,.1f} kW",
+        ),
+        (
+            "  within target from / held",
+            "never" if settled is None else f"{settled:g} s / {'yes' if redy['held'] else 'no'}",
+        ),
+        (
+            "  max after settling / target",
+            "-"
+            if redy["max_after_settling_kw"] is None
+            else f"{redy['max_after_settling_kw']:,.1f} / {redy['target_kw']:,.1f} kW",
+        ),
+        ("  central optimum (final)", f"{redy['final_centralized_optimum_kw']:,.1f} kW"),
+        (
+            "  epochs (missed), estimator",
+            f"{len(epochs)} ({redy['epochs_missed']}), {redy['estimator']}",
+        ),
+    ]
 
 
 def _dr_rows(dr: dict[str, Any]) -> list[tuple[str, str]]:
