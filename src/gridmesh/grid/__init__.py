@@ -7,11 +7,69 @@
   DTCs -> meters -> EMDs -> devices, seed 001's UK preset (Table III) and
   Table I link technologies;
 * ``_simulation``: a topology as the simulator runs it;
-* ``_rules``: the Rule Framework and Control Policy Manager (docs/RULES.md).
+* ``_rules``: the Rule Framework and Control Policy Manager (docs/RULES.md);
+* ``_homes``: a home's devices and how they answer its rules' commands;
+* ``_balancing``: ReDy governance units, their local balancing rule and the
+  central optimum (seed 003);
+* ``_dr``: demand response for corrective control (seed 001 V.A): a meter's
+  answer to a shed command, an aggregator's activation, the DSO's dispatch,
+  and the accounting of what was achieved.
 """
 
 from __future__ import annotations
 
+from gridmesh.grid._balancing import (
+    UNIT_POWER_KW_MAX,
+    GovernanceUnit,
+    UnitKind,
+    UnitMix,
+    balancing_share,
+    central_optimum_kw,
+    draw_unit,
+    draw_units,
+    output_factor,
+    realized_action_kw,
+    unit_action_kw,
+)
+from gridmesh.grid._dr import (
+    CUSTOMERS_PER_AGGREGATOR_MAX,
+    DR_KW_MAX,
+    KW_EPSILON,
+    Activation,
+    AggregatorStanding,
+    CommandState,
+    Customer,
+    Dispatch,
+    DrOffer,
+    DrRequest,
+    DrStatus,
+    MeterReport,
+    ReductionLog,
+    ShedAnswer,
+    ShedCommand,
+    ShedOutcome,
+    ShortfallReason,
+    answer_shed,
+    explain_shortfall,
+    meter_report,
+    split_request,
+)
+from gridmesh.grid._homes import (
+    ACTION_KINDS,
+    DEFAULT_RUN_S,
+    HOMES_MAX,
+    REACTIVE_KINDS,
+    RUN_S_MAX,
+    START_EARLY,
+    DeviceReaction,
+    HomeFleet,
+    Reaction,
+    commanded_kinds,
+    draw_home,
+    draw_homes,
+    kinds_of,
+    reaction_power_kw,
+)
 from gridmesh.grid._links import (
     EVENT_MESSAGE_BITS,
     FAMILY_BASE_LATENCY_S,
@@ -161,4 +219,62 @@ __all__ += [
     "builtin_policies",
     "check_template",
     "read_number",
+]
+
+# Homes and their devices' reactions to commands.
+__all__ += [
+    "ACTION_KINDS",
+    "DEFAULT_RUN_S",
+    "HOMES_MAX",
+    "REACTIVE_KINDS",
+    "RUN_S_MAX",
+    "START_EARLY",
+    "DeviceReaction",
+    "HomeFleet",
+    "Reaction",
+    "commanded_kinds",
+    "draw_home",
+    "draw_homes",
+    "kinds_of",
+    "reaction_power_kw",
+]
+
+# ReDy balancing (seed 003).
+__all__ += [
+    "UNIT_POWER_KW_MAX",
+    "GovernanceUnit",
+    "UnitKind",
+    "UnitMix",
+    "balancing_share",
+    "central_optimum_kw",
+    "draw_unit",
+    "draw_units",
+    "output_factor",
+    "realized_action_kw",
+    "unit_action_kw",
+]
+
+# Demand response for corrective control (seed 001 V.A).
+__all__ += [
+    "CUSTOMERS_PER_AGGREGATOR_MAX",
+    "DR_KW_MAX",
+    "KW_EPSILON",
+    "Activation",
+    "AggregatorStanding",
+    "CommandState",
+    "Customer",
+    "Dispatch",
+    "DrOffer",
+    "DrRequest",
+    "DrStatus",
+    "MeterReport",
+    "ReductionLog",
+    "ShedAnswer",
+    "ShedCommand",
+    "ShedOutcome",
+    "ShortfallReason",
+    "answer_shed",
+    "explain_shortfall",
+    "meter_report",
+    "split_request",
 ]

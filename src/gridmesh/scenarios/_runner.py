@@ -19,6 +19,8 @@ from gridmesh.node import Node, NodeConfig, Transport
 from gridmesh.protocols import Delivery, Peer
 from gridmesh.protocols.dissemination import GATEWAY_GROUP, parent_group
 from gridmesh.protocols.membership import FullMembershipConfig, PeerDirectory
+from gridmesh.scenarios._devices import DevicesService
+from gridmesh.scenarios._dr import DrService
 from gridmesh.scenarios._queries import (
     CountingTransport,
     aggregate_report,
@@ -27,9 +29,11 @@ from gridmesh.scenarios._queries import (
     scenario_readings,
     schedule_queries,
 )
+from gridmesh.scenarios._redy import RedyService
 from gridmesh.scenarios._report import cdf, percentiles, rounded
 from gridmesh.scenarios._schema import BroadcastSpec, Scenario
 from gridmesh.scenarios._security import scenario_credentials
+from gridmesh.scenarios._services import ScenarioService
 from gridmesh.sim import RouterTopology, Simulator, TrafficTrace, snapshot
 
 __all__ = ["run_scenario"]
@@ -70,8 +74,14 @@ def run_scenario(
     counting = None
     if scenario.aggregate or scenario.estimate:
         counting = CountingTransport(sim, node_count)
+    services = scenario_services(scenario, seed)
     _add_nodes(
-        scenario, sim, seed, configs, transport=counting or sim, equip=reading_equipper(readings)
+        scenario,
+        sim,
+        seed,
+        configs,
+        transport=counting or sim,
+        equip=_equipper(reading_equipper(readings), services),
     )
 
     records = [_BroadcastRecord(b, scenario.origin_id(b), node_count) for b in scenario.broadcast]
@@ -82,19 +92,58 @@ def run_scenario(
     queries, estimates = schedule_queries(scenario, sim)
     origins = {r.origin for r in records} | {r.origin for r in queries}
     origins |= {r.origin for r in estimates}
+    for service in services:
+        origins |= service.spared()
     _schedule_faults(scenario, sim, seed, origins=origins)
+    for service in services:
+        service.install(sim)
 
     def on_deliver(node_id: int, delivery: Delivery) -> None:
         record = by_message.get(delivery.message_id)
         if record is not None and delivery.origin == record.origin:
             record.latency_s[node_id] = delivery.received_at - record.at_s
+        for service in services:
+            service.on_deliver(node_id, delivery)
 
     sim.on_deliver = on_deliver
     sim.run(scenario.simulation.duration_s, progress)
     report = _report(scenario, sim, seed, records, configs)
     report["aggregates"] = aggregate_report(scenario, readings, queries, counting)
     report["estimates"] = estimate_report(scenario, readings, sim, estimates, counting)
+    for service in services:
+        for key, value in service.report(sim).items():
+            if key in report:
+                raise AssertionError(f"a service reported {key!r}, a key the runner uses")
+            report[key] = value
     return report
+
+
+def scenario_services(scenario: Scenario, seed: int) -> list[ScenarioService]:
+    """The services ``scenario`` declares (scenarios/_services.py), in a fixed order."""
+    services: list[ScenarioService] = []
+    if scenario.dr is not None:
+        services.append(DrService(scenario, scenario.dr, seed))
+    if scenario.redy is not None:
+        services.append(RedyService(scenario, scenario.redy, seed))
+    if scenario.devices is not None or scenario.rules:
+        services.append(DevicesService(scenario, seed))
+    return services
+
+
+def _equipper(
+    readings: Callable[[Node], None] | None, services: list[ScenarioService]
+) -> Callable[[Node], None] | None:
+    """One call that gives a node its readings, then each service's equipment."""
+    if not services:
+        return readings
+
+    def equip(node: Node) -> None:
+        if readings is not None:
+            readings(node)
+        for service in services:
+            service.equip(node)
+
+    return equip
 
 
 def _security_report(scenario: Scenario, live_nodes: list[Node]) -> dict[str, object] | None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.config import load_toml, parse_toml, validate_model
 from gridmesh.errors import LocalProtocolError
+from gridmesh.grid import RuleList
 from gridmesh.node import NodeConfig
 from gridmesh.protocols.aggregation import (
     AGG_FANOUT_MAX,
@@ -20,7 +21,10 @@ from gridmesh.protocols.aggregation import (
     REPLY_OVERHEAD_BYTES,
 )
 from gridmesh.protocols.membership import GROUP_BYTES_MAX, check_profile
+from gridmesh.scenarios._devices import DevicesSpec, check_devices
+from gridmesh.scenarios._dr import DrSpec
 from gridmesh.scenarios._readings import ReadingSpec
+from gridmesh.scenarios._redy import RedySpec
 from gridmesh.scenarios._security import SecuritySpec
 from gridmesh.sim import NetworkConfig, RouterTopologyConfig
 from gridmesh.wire import TOPIC_BYTES_MAX
@@ -239,6 +243,10 @@ class Scenario(_Spec):
     aggregate: list[AggregateSpec] = Field(default_factory=list, max_length=10_000)
     estimate: list[EstimateSpec] = Field(default_factory=list, max_length=16)
     security: SecuritySpec = SecuritySpec()
+    dr: DrSpec | None = None
+    redy: RedySpec | None = None
+    devices: DevicesSpec | None = None
+    rules: RuleList = ()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Scenario:
@@ -269,6 +277,14 @@ class Scenario(_Spec):
                 raise ValueError(f"broadcast at_s={spec.at_s} is after the end of the run")
         self._check_readings(names)
         self._check_queries()
+        # [devices] and [[rules]] (scenarios/_devices.py): errors located at their fields.
+        check_devices(self)
+        # [redy] (scenarios/_redy_spec.py): its role, initiator, epochs and readings.
+        if self.redy is not None:
+            self.redy.check(self)
+        # [dr] (scenarios/_dr.py): its roles, region, deadline, timeouts and call limits.
+        if self.dr is not None:
+            self.dr.check(self)
         return self
 
     def _check_readings(self, roles: list[str]) -> None:
