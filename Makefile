@@ -16,9 +16,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
-# The main job: a utility broadcasts a tariff change to 10,000 simulated smart meters.
+# The main job: four smart-grid services on the embedded simulator, each
+# writing report.json, report.html and CSVs under $(OUT)/<name>/ (about 2 minutes):
+# a tariff change reaching 10,000 meters whose devices react; the utility summing
+# 3,000 meters' night demand; demand response at 100,000 customers after a fault;
+# ReDy balancing of 10,000 governance units while a tenth of them fail.
+DEMO_SCENARIOS ?= tariff-broadcast night-demand dr-corrective redy-balancing
 demo: $(STAMP)
-	$(BIN)/gridmesh simulate examples/tariff-broadcast.toml --out $(OUT)/tariff-broadcast
+	@for name in $(DEMO_SCENARIOS); do \
+		$(BIN)/gridmesh simulate examples/$$name.toml --out $(OUT)/$$name || exit $$?; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
