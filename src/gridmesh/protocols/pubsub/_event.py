@@ -51,7 +51,17 @@ class Event:
 
     def to_wire(self) -> list[object]:
         """``[source, event_id, seq, topic, time_us, value, unit]``, then ``auth`` if signed."""
-        wire = [
+        wire = self._content()
+        if self.auth is not None:
+            wire.append(self.auth)
+        return wire
+
+    def content_bytes(self) -> bytes:
+        """What the publisher signs: the CBOR of the first seven items of ``to_wire``."""
+        return cbor2.dumps(self._content())
+
+    def _content(self) -> list[object]:
+        return [
             self.source,
             self.event_id,
             self.seq,
@@ -60,20 +70,3 @@ class Event:
             self.value,
             self.unit,
         ]
-        if self.auth is not None:
-            wire.append(self.auth)
-        return wire
-
-    def content_bytes(self) -> bytes:
-        """What the publisher signs: the CBOR of the first seven items of ``to_wire``."""
-        return cbor2.dumps(
-            [
-                self.source,
-                self.event_id,
-                self.seq,
-                self.topic,
-                self.time_us,
-                self.value,
-                self.unit,
-            ]
-        )
