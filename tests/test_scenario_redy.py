@@ -329,3 +329,12 @@ def test_redy_errors_name_the_file_the_field_and_what_is_expected(
     assert caught.value.source == "grid.toml"
     assert caught.value.field == field
     assert expected in caught.value.expected
+
+
+def test_with_security_on_units_balance_and_ask_each_other_as_emds() -> None:
+    text = scenario_text(count=200) + '\n[security]\nenabled = true\nroles = { unit = "emd" }\n'
+    report = run(text)
+    result = redy(report)
+    assert result["answers"] >= 1 and result["asks"] >= result["answers"]
+    assert report["rejected"].get("unauthorized", 0) == 0  # EMDs may call emd/# now
+    assert abs(result["final_imbalance_kw"]) <= 0.05 * abs(result["start_imbalance_kw"])

@@ -266,7 +266,7 @@ DEFAULT_ACL_RULES: tuple[AclRule, ...] = (
         role="emd",
         publish=(_OWN_MEASUREMENTS, "EMD/{node_id}/#", "DR/REPORT/{node_id}/#"),
         subscribe=_SIGNALS,
-        call=("device/#", "meter/#"),
+        call=("device/#", "meter/#", "emd/#"),  # ReDy governance units ask each other
         expose=("emd/#",),
     ),
     AclRule(

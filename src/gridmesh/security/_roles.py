@@ -268,7 +268,7 @@ DEFAULT_PERMISSIONS: Mapping[Role, Permissions] = MappingProxyType(
         Role.EMD: _template(
             publish=(_OWN_MEASUREMENTS, "EMD/{node_id}/#", "DR/REPORT/{node_id}/#"),
             subscribe=_SIGNALS,
-            call=("device/#", "meter/#"),
+            call=("device/#", "meter/#", "emd/#"),  # ReDy governance units ask each other
             expose=("emd/#",),
         ),
         Role.DEVICE: _template(
