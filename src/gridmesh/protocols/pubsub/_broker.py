@@ -55,7 +55,7 @@ from gridmesh.errors import InvalidTopic, MalformedMessage, RemoteProtocolError,
 from gridmesh.protocols._host import Host, Peer, new_envelope
 from gridmesh.protocols._seen import SeenCache
 from gridmesh.protocols.pubsub._config import PubSubConfig
-from gridmesh.protocols.pubsub._event import Event, EventKey
+from gridmesh.protocols.pubsub._event import Event, EventKey, auth_size, content_size
 from gridmesh.protocols.pubsub._replication import (
     MISSING_REPORTED_MAX,
     StreamIn,
@@ -81,7 +81,7 @@ from gridmesh.protocols.pubsub._wire import (
     uint,
 )
 from gridmesh.topics import TopicTrie, validate_topic_name
-from gridmesh.wire import Envelope, Kind, int_bytes, plain_bytes
+from gridmesh.wire import Envelope, Kind, plain_bytes
 
 __all__ = ["EventManager", "EventStore"]
 
@@ -291,9 +291,8 @@ class EventManager:
                 # This EM may hold the event only because a replica that has died since
                 # replicated it, before every other one had it: the publisher's copy
                 # (after its failover) is the chance to make sure they all do.
-                size = 1 + int_bytes(publisher) + int_bytes(event_id) + int_bytes(seq)
-                size += int_bytes(time_us) + plain_bytes(topic) + plain_bytes(value)
-                size += plain_bytes(unit) + _auth_bytes(auth)
+                size = content_size(publisher, event_id, seq, topic, time_us, value, unit)
+                size += auth_size(auth)
                 copy = Event(topic, value, time_us, publisher, seq, event_id, unit, size, auth)
                 try:  # replicas check it: a copy altered since must not reach them
                     self._host.check_event(copy, now)
@@ -314,8 +313,7 @@ class EventManager:
                 answers.append([event_id, PubackStatus.UNAUTHORIZED])
                 continue
             # The event as relayed is the item with the source in front: same array head.
-            size = 1 + int_bytes(publisher) + int_bytes(event_id) + int_bytes(seq)
-            size += int_bytes(time_us) + plain_bytes(topic) + plain_bytes(value) + plain_bytes(unit)
+            size = content_size(publisher, event_id, seq, topic, time_us, value, unit)
             if size > config.event_bytes_max:
                 counters["refused_size"] += 1
                 answers.append([event_id, PubackStatus.TOO_LARGE])
@@ -336,7 +334,7 @@ class EventManager:
                 seq,
                 event_id,
                 unit,
-                size + _auth_bytes(auth),
+                size + auth_size(auth),
                 auth,
             )
             try:  # signed by the publisher, who may publish on the topic, and recent
@@ -966,8 +964,3 @@ def _measured(event: Event) -> Event:
         plain_bytes(event.to_wire()),
         event.auth,
     )
-
-
-def _auth_bytes(auth: bytes | None) -> int:
-    """What ``auth`` adds to an event's encoded size."""
-    return 0 if auth is None else int_bytes(len(auth)) + len(auth)

@@ -48,7 +48,7 @@ from gridmesh.errors import LocalProtocolError, RemoteProtocolError, UnexpectedM
 from gridmesh.protocols._host import Host, Peer, new_envelope
 from gridmesh.protocols._seen import SeenCache
 from gridmesh.protocols.pubsub._config import PubSubConfig
-from gridmesh.protocols.pubsub._event import Event
+from gridmesh.protocols.pubsub._event import Event, auth_size, content_size
 from gridmesh.protocols.pubsub._wire import (
     PubackStatus,
     SubackStatus,
@@ -57,7 +57,7 @@ from gridmesh.protocols.pubsub._wire import (
     uint,
 )
 from gridmesh.topics import TopicTrie, validate_topic_filter, validate_topic_name
-from gridmesh.wire import Envelope, Kind, check_plain, int_bytes, plain_bytes
+from gridmesh.wire import Envelope, Kind, check_plain
 
 __all__ = [
     "EventCallback",
@@ -215,16 +215,13 @@ class PubSubClient:
         event = Event(topic, value, time_us, source, seq, event_id, unit)
         if sign:  # the value may be sealed (a confidential topic): measure after
             event = self._host.sign_event(event)
-        size = 1 + sum(map(int_bytes, (source, event_id, seq, time_us)))
-        size += plain_bytes(topic) + plain_bytes(event.value) + plain_bytes(unit)
+        size = content_size(source, event_id, seq, topic, time_us, event.value, unit)
         if size > self.config.event_bytes_max:
             raise LocalProtocolError(
                 f"event of {size} bytes exceeds event_bytes_max={self.config.event_bytes_max}"
             )
         self._seq = seq
-        if event.auth is not None:
-            size += int_bytes(len(event.auth)) + len(event.auth)
-        return replace(event, wire_bytes=size)
+        return replace(event, wire_bytes=size + auth_size(event.auth))
 
     def subscribe(
         self,

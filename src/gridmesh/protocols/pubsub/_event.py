@@ -22,10 +22,26 @@ from dataclasses import dataclass, field
 
 import cbor2
 
-__all__ = ["Event", "EventKey"]
+from gridmesh.wire import int_bytes, plain_bytes
+
+__all__ = ["Event", "EventKey", "auth_size", "content_size"]
 
 #: What names an event: ``(source, event_id)``.
 EventKey = tuple[int, int]
+
+
+def content_size(  # noqa: PLR0917 - the content's seven items, in wire order
+    source: int, event_id: int, seq: int, topic: str, time_us: int, value: object, unit: str
+) -> int:
+    """Bytes the content array ``[source, event_id, seq, topic, time_us, value, unit]``
+    takes encoded (what ``event_bytes_max`` bounds), without encoding it."""
+    size = 1 + int_bytes(source) + int_bytes(event_id) + int_bytes(seq) + int_bytes(time_us)
+    return size + plain_bytes(topic) + plain_bytes(value) + plain_bytes(unit)
+
+
+def auth_size(auth: bytes | None) -> int:
+    """Bytes ``auth`` adds to an encoded event (none when unsigned)."""
+    return 0 if auth is None else plain_bytes(auth)
 
 
 @dataclass(frozen=True, slots=True)
