@@ -140,7 +140,7 @@ def corpus(
     plaintexts = [envelopes[0], b"", b"x" * 100]
     frames = [link_out.seal(p) for p in plaintexts]
     verifier = OriginVerifier(meter, AccessPolicy(), ReplayGuard(window=4096, freshness_s=86_400))
-    event_verifier = EventVerifier(meter, AccessPolicy(), verifier.identities, freshness_s=86_400)
+    event_verifier = EventVerifier(AccessPolicy(), verifier.identities, freshness_s=86_400)
     return envelopes, genuine, frames, set(plaintexts), verifier, link_in, event_verifier
 
 

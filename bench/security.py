@@ -141,7 +141,7 @@ def operations(operations: int, repeats: int) -> dict[str, dict[str, float]]:
     ]
     event_signer = EventSigner(dso)
     signed_events = [(e, event_signer.sign(e.content_bytes())) for e in events]
-    event_verifier = EventVerifier(meter, AccessPolicy(), verifier.identities, freshness_s=86_400)
+    event_verifier = EventVerifier(AccessPolicy(), verifier.identities, freshness_s=86_400)
     event_iter = iter(signed_events)
 
     def check_event(index: int) -> None:

@@ -303,7 +303,6 @@ class Node:
             self._credentials = credentials
             self._event_signer = EventSigner(credentials)
             self._event_verifier = EventVerifier(
-                credentials,
                 self._policy,
                 self._verifier.identities,
                 freshness_s=security.replay.freshness_s,

@@ -65,17 +65,9 @@ class EventSigner:
 class EventVerifier:
     """Checks an event's publisher signature and right to publish it."""
 
-    __slots__ = ("_acl", "_credentials", "_freshness_s", "_identities", "counters")
+    __slots__ = ("_acl", "_freshness_s", "_identities", "counters")
 
-    def __init__(
-        self,
-        credentials: LinkCredentials,
-        acl: AccessPolicy,
-        identities: IdentityCache,
-        *,
-        freshness_s: float,
-    ) -> None:
-        self._credentials = credentials
+    def __init__(self, acl: AccessPolicy, identities: IdentityCache, *, freshness_s: float) -> None:
         self._acl = acl
         self._identities = identities
         self._freshness_s = freshness_s
