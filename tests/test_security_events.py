@@ -9,6 +9,7 @@ downstream, and the honest events still arrive.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import ClassVar
@@ -29,6 +30,7 @@ from gridmesh.protocols.pubsub import (
 from gridmesh.protocols.pubsub._wire import parse_event, parse_publish_item
 from gridmesh.security._confidential import GroupKey
 from gridmesh.wire import AUTH_BYTES_MAX, Envelope, Kind
+from tests.helpers import RecordingTransport
 from tests.test_security_sim import SecureGrid
 
 HONEST = {"shed_kw": 500}
@@ -162,29 +164,9 @@ def test_the_event_manager_refuses_unsigned_and_stale_events() -> None:
 
 def test_events_of_nodes_without_credentials_carry_no_signature() -> None:
     config = _config()
-    plain = Node(5, transport=_NullTransport(), rng=__import__("random").Random(1), config=config)
+    plain = Node(5, transport=RecordingTransport(), rng=random.Random(1), config=config)
     event = plain.pubsub.new_event("METER/5/load", 1.0, now=1.0)
     assert event.auth is None and len(event.to_wire()) == 7
-
-
-class _NullTransport:
-    def send(self, source: int, peers: Sequence[Peer], message: Envelope) -> None:
-        pass
-
-    def send_datagram(self, source: int, peer: Peer, data: bytes) -> None:
-        pass
-
-    def multicast(self, source: int, message: Envelope) -> None:
-        pass
-
-    def wake_at(self, node_id: int, when: float) -> None:
-        pass
-
-    def deliver(self, node_id: int, delivery: object) -> None:
-        pass
-
-    def peer(self, node_id: int, address: str, service: str, groups: tuple[str, ...]) -> Peer:
-        return Peer(node_id, address, service, groups)
 
 
 class RecordingEventManager(Node):
