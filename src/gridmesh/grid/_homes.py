@@ -76,7 +76,11 @@ START_EARLY = "start_early"
 
 _KINDS: tuple[DeviceKind, ...] = tuple(DeviceKind)
 _KIND_NAMES = frozenset(kind.value for kind in _KINDS)
-_BIT = {kind: 1 << index for index, kind in enumerate(_KINDS)}
+_INDEX = {kind: index for index, kind in enumerate(_KINDS)}
+_BIT = {kind: 1 << index for kind, index in _INDEX.items()}
+#: A device's key in a fleet: ``home * _KEYS_PER_HOME + kind index``.
+_KEYS_PER_HOME = 16
+assert len(_KINDS) <= _KEYS_PER_HOME
 
 
 def reaction_power_kw(kind: DeviceKind) -> float:
@@ -204,9 +208,9 @@ def commanded_kinds(payload: Mapping[str, object]) -> tuple[DeviceKind, ...] | s
 class HomeFleet:
     """The devices of homes ``1..homes_max`` and the cycles commands moved.
 
-    State: one bitmask per home (``array('H')``) and, per device whose moved
-    cycle runs, when it ends. ``counters`` counts commands and why those that
-    moved nothing did not.
+    State: one bitmask per home (``array('H')``) and, per device that has
+    moved a cycle, when its last one ends. ``counters`` counts commands and
+    why those that moved nothing did not.
     """
 
     __slots__ = ("_masks", "_reactions", "_running_until", "counters")
@@ -226,7 +230,7 @@ class HomeFleet:
             if kind in REACTIVE_KINDS
         }
         self._masks = array("H", bytes(2 * (homes_max + 1)))
-        self._running_until: dict[int, float] = {}  # home * 16 + kind index -> end of the cycle
+        self._running_until: dict[int, float] = {}  # device key -> end of its last cycle
         self.counters: dict[str, int] = {}
 
     def add(self, home: int, mask: int) -> None:
@@ -237,6 +241,12 @@ class HomeFleet:
 
     def mask_of(self, home: int) -> int:
         return self._masks[home]
+
+    def moved_devices(self) -> list[tuple[int, DeviceKind]]:
+        """Every device that has moved a cycle, as (home, kind), in no set order."""
+        return [
+            (key // _KEYS_PER_HOME, _KINDS[key % _KEYS_PER_HOME]) for key in self._running_until
+        ]
 
     def reaction_of(self, kind: DeviceKind) -> DeviceReaction:
         """How devices of a reactive ``kind`` react."""
@@ -257,7 +267,7 @@ class HomeFleet:
         for kind in kinds:
             if not mask & _BIT[kind]:
                 continue
-            key = home * 16 + _KINDS.index(kind)
+            key = home * _KEYS_PER_HOME + _INDEX[kind]
             until_s = running.get(key)
             if until_s is not None and now < until_s:
                 self._count("already_running")

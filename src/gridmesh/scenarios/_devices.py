@@ -96,8 +96,6 @@ _ROLES_MAX = 1000
 _REACTIVE = ", ".join(sorted(kind.value for kind in REACTIVE_KINDS))
 _KIND_NAMES = tuple(kind.value for kind in DeviceKind)
 
-_KIND_INDEX = {kind: index for index, kind in enumerate(DeviceKind)}
-
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -284,7 +282,6 @@ class DevicesService(ScenarioService):
         self._retired: dict[str, int] = {}
         self._signals: dict[tuple[str, SignalKind], int] = {}
         self._reactions: dict[DeviceKind, int] = dict.fromkeys(sorted(REACTIVE_KINDS), 0)
-        self._reacted: set[int] = set()  # home * 16 + kind index: devices that ever reacted
         self._latency_s = array("d")
         self._start_s = array("d")
         self._until_s = array("d")
@@ -342,9 +339,10 @@ class DevicesService(ScenarioService):
                 for kind in kinds_of(fleet.mask_of(node_id)):
                     devices[kind.value] += 1
         reacted = dict.fromkeys(sorted(kind.value for kind in REACTIVE_KINDS), 0)
-        kinds = tuple(DeviceKind)
-        for key in self._reacted:
-            reacted[kinds[key % 16].value] += 1
+        homes_reacted: set[int] = set()
+        for home, kind in fleet.moved_devices():
+            reacted[kind.value] += 1
+            homes_reacted.add(home)
         shifted_kw: dict[str, float] = {}
         moved_kwh: dict[str, float] = {}
         for kind, count in self._reactions.items():
@@ -364,7 +362,7 @@ class DevicesService(ScenarioService):
                 "rule_nodes": sum(self._runs_rules),
                 "devices": devices,
                 "devices_total": sum(devices.values()),
-                "homes_reacted": len({key // 16 for key in self._reacted}),
+                "homes_reacted": len(homes_reacted),
                 "reacted": reacted,
                 "reactions": {kind.value: n for kind, n in self._reactions.items()},
                 "reactions_total": sum(self._reactions.values()),
@@ -434,7 +432,6 @@ class DevicesService(ScenarioService):
 
     def _record(self, reaction: Reaction, created_s: float | None) -> None:
         self._reactions[reaction.kind] += 1
-        self._reacted.add(reaction.home * 16 + _KIND_INDEX[reaction.kind])
         if created_s is not None:
             self._latency_s.append(reaction.start_s - created_s)
         self._start_s.append(reaction.start_s)
