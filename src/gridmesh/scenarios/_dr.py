@@ -67,8 +67,7 @@ from functools import partial
 from random import Random
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.errors import RemoteProtocolError
 from gridmesh.grid import (
@@ -104,7 +103,7 @@ from gridmesh.scenarios._readings import (
     LogNormalValue,
     UniformValue,
 )
-from gridmesh.scenarios._services import ScenarioService
+from gridmesh.scenarios._services import ScenarioService, located
 from gridmesh.sim import Simulator
 from gridmesh.wire import Envelope, Kind, encode
 
@@ -170,7 +169,7 @@ class CustomersSpec(_Spec):
             ("activation_delay_s", 3600.0),
         ):
             if not _non_negative(getattr(self, name), high):
-                raise _located(
+                raise located(
                     (name,),
                     f"a distribution of values in 0..{high:,.0f} (lognormal: max <= {high:,.0f})",
                     None,
@@ -210,14 +209,14 @@ class DrSpec(_Spec):
     @model_validator(mode="after")
     def _consistent(self) -> DrSpec:
         if self.reduction_s < self.deadline_s:
-            raise _located(
+            raise located(
                 ("reduction_s",),
                 f"at least deadline_s ({self.deadline_s:g} s): the reduction must last past "
                 "the deadline it is judged at",
                 self.reduction_s,
             )
         if self.region is not None and len(set(self.region)) != len(self.region):
-            raise _located(("region",), "distinct aggregator node ids", None)
+            raise located(("region",), "distinct aggregator node ids", None)
         return self
 
     def check(self, scenario: Scenario) -> None:
@@ -226,11 +225,11 @@ class DrSpec(_Spec):
         for name in ("dso", "aggregators", "meters"):
             role = getattr(self, name)
             if role not in roles:
-                raise _located(
+                raise located(
                     ("dr", name), f"a role of this file, one of: {', '.join(roles)}", role
                 )
         if len({self.dso, self.aggregators, self.meters}) != 3:
-            raise _located(
+            raise located(
                 ("dr", "meters"),
                 "three different roles for dso, aggregators and meters",
                 self.meters,
@@ -239,14 +238,14 @@ class DrSpec(_Spec):
         meters = scenario.role_ids(self.meters)
         for index, agg in enumerate(self.region or ()):
             if agg not in aggregators:
-                raise _located(
+                raise located(
                     ("dr", "region", index),
                     f"an aggregator's node id, in {aggregators.start}..{aggregators.stop - 1}",
                     agg,
                 )
         block = math.ceil(len(meters) / len(aggregators))
         if block > CUSTOMERS_PER_AGGREGATOR_MAX:
-            raise _located(
+            raise located(
                 ("dr", "aggregators"),
                 f"enough aggregators for at most {CUSTOMERS_PER_AGGREGATOR_MAX:,} meters "
                 f"each ({len(meters):,} meters, {len(aggregators):,} aggregators)",
@@ -254,7 +253,7 @@ class DrSpec(_Spec):
             )
         duration_s = scenario.simulation.duration_s
         if self.fault_at_s + self.deadline_s > duration_s:
-            raise _located(
+            raise located(
                 ("dr", "deadline_s"),
                 f"a deadline within the run: fault_at_s + deadline_s at most "
                 f"simulation.duration_s ({duration_s:g} s), so that the result can be judged",
@@ -263,14 +262,14 @@ class DrSpec(_Spec):
         services = scenario.node.services
         for name in ("report_timeout_s", "command_timeout_s", "request_timeout_s"):
             if getattr(self, name) > services.timeout_s_max:
-                raise _located(
+                raise located(
                     ("dr", name),
                     f"at most node.services.timeout_s_max ({services.timeout_s_max:g} s)",
                     getattr(self, name),
                 )
         polls_per_tick = math.ceil(block / _ticks_per_interval(self.report_interval_s))
         if polls_per_tick + self.commands_inflight_max > services.calls_pending_max:
-            raise _located(
+            raise located(
                 ("node", "services", "calls_pending_max"),
                 f"at least {polls_per_tick + self.commands_inflight_max:,} with [dr]: an "
                 f"aggregator polls up to {polls_per_tick:,} meters a tick and keeps "
@@ -279,14 +278,14 @@ class DrSpec(_Spec):
             )
         most = scenario.node.message_bytes_max - 64
         if self.report_bytes > most:
-            raise _located(
+            raise located(
                 ("dr", "report_bytes"),
                 f"at most node.message_bytes_max - 64 = {most:,}, to fit one message",
                 self.report_bytes,
             )
         fewest_s = duration_s / DR_SAMPLES_MAX
         if self.sample_interval_s < fewest_s:
-            raise _located(
+            raise located(
                 ("dr", "sample_interval_s"),
                 f"at least duration_s / {DR_SAMPLES_MAX:,} = {fewest_s:g} s",
                 self.sample_interval_s,
@@ -296,14 +295,6 @@ class DrSpec(_Spec):
 def _ticks_per_interval(report_interval_s: float) -> int:
     """Poll ticks per report interval: one a second, at most 60."""
     return max(1, min(_TICKS_PER_INTERVAL_MAX, math.floor(report_interval_s)))
-
-
-def _located(loc: tuple[str | int, ...], expected: str, got: object) -> ValidationError:
-    """A validation error at ``loc`` (relative to the model raising it): file, field, value."""
-    error = PydanticCustomError("dr", expected.replace("{", "(").replace("}", ")"))
-    return ValidationError.from_exception_data(
-        "dr", [InitErrorDetails(type=error, loc=loc, input=got)]
-    )
 
 
 # -- per-actor state -------------------------------------------------------------------

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
 from gridmesh.node import Node
 from gridmesh.protocols import Delivery
 from gridmesh.sim import Simulator
 
-__all__ = ["ScenarioService"]
+__all__ = ["ScenarioService", "located"]
 
 
 class ScenarioService(ABC):
@@ -50,3 +53,15 @@ class ScenarioService(ABC):
     @abstractmethod
     def report(self, sim: Simulator) -> dict[str, object]:
         """What the run measured, merged into the report."""
+
+
+def located(loc: tuple[str | int, ...], expected: str, got: object) -> ValidationError:
+    """A validation error at ``loc`` (relative to the model raising it): file, field, value.
+
+    For a service section's checks against the rest of the file; ``config_error``
+    turns it into the ``ConfigError`` a user reads (``expected`` is its message).
+    """
+    error = PydanticCustomError("scenario", expected.replace("{", "(").replace("}", ")"))
+    return ValidationError.from_exception_data(
+        "scenario", [InitErrorDetails(type=error, loc=loc, input=got)]
+    )
