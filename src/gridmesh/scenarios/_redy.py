@@ -132,9 +132,7 @@ class RedyService(ScenarioService):
     """Governance units balancing the grid from what they learn of it (seed 003)."""
 
     def __init__(self, scenario: Scenario, spec: RedySpec, seed: int) -> None:
-        self._scenario = scenario
         self._spec = spec
-        self._seed = seed
         self._ids = spec.unit_ids(scenario)
         self._initiator = spec.initiator_id(scenario)
         self._topic = redy_topic(self._initiator)
@@ -169,8 +167,8 @@ class RedyService(ScenarioService):
         self._time_s: list[float] = []
         self._imbalance_kw: list[float] = []
         self._optimum_kw: list[float] = []
-        self._uncontrolled_kw: list[float] = []
-        self._flexibility: list[tuple[float, float]] = []  # (raise, lower) per sample
+        self._start_flexibility = (0.0, 0.0)  # (raise, lower) at the first sample
+        self._uncontrolled_kw = 0.0  # at the last sample
 
     # -- the units ----------------------------------------------------------------
 
@@ -444,11 +442,12 @@ class RedyService(ScenarioService):
         optimum = central_optimum_kw(uncontrolled, up, down)
         # No action leaves its unit's range, so nothing beats the optimum (gridmesh.grid).
         assert abs(imbalance) >= abs(optimum) - 1e-6 * (1.0 + up + down), (imbalance, optimum)
+        if not self._time_s:
+            self._start_flexibility = (up, down)
         self._time_s.append(now)
         self._imbalance_kw.append(imbalance)
         self._optimum_kw.append(optimum)
-        self._uncontrolled_kw.append(uncontrolled)
-        self._flexibility.append((up, down))
+        self._uncontrolled_kw = uncontrolled
 
     def _measure(self, epoch: _Epoch, now: float) -> None:
         """What every live unit acts on as the epoch closes, against the truth then."""
@@ -499,7 +498,7 @@ class RedyService(ScenarioService):
         kinds = {kind.value: 0 for kind in UnitKind}
         for unit in self._units:
             kinds[unit.kind.value] += 1
-        start_up, start_down = self._flexibility[0] if self._flexibility else (0.0, 0.0)
+        start_up, start_down = self._start_flexibility
         redy: dict[str, object] = {
             "estimator": spec.estimator,
             "units": len(self._units),
@@ -517,7 +516,7 @@ class RedyService(ScenarioService):
             "final_share_of_start": (
                 rounded(abs(imbalance[-1]) / abs(start)) if imbalance and start else None
             ),
-            "final_uncontrolled_kw": _kw(self._uncontrolled_kw[-1]) if imbalance else None,
+            "final_uncontrolled_kw": _kw(self._uncontrolled_kw) if imbalance else None,
             "final_centralized_optimum_kw": _kw(self._optimum_kw[-1]) if imbalance else None,
             "max_excess_over_optimum_after_settling_kw": (
                 _kw(max(excess[settled_at:])) if settled_at is not None else None
@@ -555,19 +554,20 @@ class RedyService(ScenarioService):
 
     def _counters(self, sim: Simulator) -> dict[str, int]:
         """The estimator's protocol counters, summed over the live units."""
+        tree = self._spec.estimator == "tree"
         names = (
-            ("gossip", ("delivered", "duplicates", "relayed"))
-            if self._spec.estimator == "tree"
-            else ("pushsum", ("pushes", "replies", "resent", "abandoned", "stale"))
+            ("delivered", "duplicates", "relayed")
+            if tree
+            else ("pushes", "replies", "resent", "abandoned", "stale")
         )
-        counters = dict.fromkeys(names[1], 0)
+        prefix = "" if tree else "pushsum_"
+        counters = dict.fromkeys(names, 0)
         for node_id in self._ids:
             node = sim.node(node_id)
             if node is None:
                 continue
-            stats = node.gossip.stats() if names[0] == "gossip" else node.pushsum.stats()
-            prefix = "" if names[0] == "gossip" else "pushsum_"
-            for name in counters:
+            stats = node.gossip.stats() if tree else node.pushsum.stats()
+            for name in names:
                 counters[name] += stats.get(f"{prefix}{name}", 0)
         return counters
 
