@@ -422,7 +422,6 @@ class _Dso:
         "flexibility_calls",
         "offers",
         "request_calls",
-        "requested_s",
         "status_calls",
     )
 
@@ -430,10 +429,14 @@ class _Dso:
         self.offers: dict[int, float] = {}
         self.bad_statuses = 0
         self.dispatch: Dispatch | None = None
-        self.requested_s: float | None = None
         self.flexibility_calls = _Calls()
         self.request_calls = _Calls()
         self.status_calls = _Calls()
+
+    @property
+    def requested_s(self) -> float | None:
+        """When the DSO sent the request (None: not yet)."""
+        return None if self.dispatch is None else self.dispatch.requested_s
 
 
 # -- the service --------------------------------------------------------------------
@@ -445,7 +448,6 @@ class DrService(ScenarioService):
     def __init__(self, scenario: Scenario, spec: DrSpec, seed: int) -> None:
         self._scenario = scenario
         self._spec = spec
-        self._seed = seed
         self._sim: Simulator | None = None
         self._dso_id = scenario.role_ids(spec.dso)[0]
         aggregators = scenario.role_ids(spec.aggregators)
@@ -822,7 +824,6 @@ class DrService(ScenarioService):
         assert sim is not None
         offers: dict[int, float | None] = {agg: dso.offers.get(agg) for agg in self._region}
         dso.dispatch = Dispatch.start(_EVENT, spec.request_kw, offers, now)
-        dso.requested_s = now
         self._up_at_request = {m for m in self._region_meters() if sim.is_up(m)}
         for agg, target_kw in dso.dispatch.targets().items():
             self._ask(node, agg, target_kw, now)
@@ -830,7 +831,8 @@ class DrService(ScenarioService):
 
     def _ask(self, node: Node, agg: int, target_kw: float, now: float) -> None:
         dso, spec = self._dso, self._spec
-        assert dso.requested_s is not None
+        requested_s = dso.requested_s
+        assert requested_s is not None
         dso.request_calls.calls += 1
         node.call(
             self._peer(agg),
@@ -838,8 +840,8 @@ class DrService(ScenarioService):
             DrRequest(
                 event=_EVENT,
                 target_kw=target_kw,
-                deadline_s=dso.requested_s + spec.deadline_s,
-                until_s=dso.requested_s + spec.reduction_s,
+                deadline_s=requested_s + spec.deadline_s,
+                until_s=requested_s + spec.reduction_s,
             ).to_value(),
             now=now,
             on_result=partial(self._on_request_result, node, agg),
