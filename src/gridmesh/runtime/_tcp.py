@@ -78,9 +78,8 @@ from gridmesh.security import (
     RevocationSet,
     TokenBucket,
     Uncertified,
-    verify_node_certificate,
 )
-from gridmesh.security._link import LinkCredentials
+from gridmesh.security._link import LinkCredentials, _verify_peer
 from gridmesh.wire import Envelope, Kind, decode, encode
 
 __all__ = ["TcpConfig", "TcpNode"]
@@ -289,15 +288,8 @@ class TcpNode(UdpNode):
         return True
 
     def authenticate(self, connection: TlsConnection, certificate: bytes) -> NodeIdentity | None:
-        credentials = self._credentials
-        try:
-            return verify_node_certificate(
-                certificate,
-                credentials.authority,
-                now=credentials.epoch_s + time.time(),
-                revocations=self._revocations,
-                clock_skew_s=credentials.clock_skew_s,
-            )
+        try:  # the link layer's check: the same rules whichever transport proves the peer
+            return _verify_peer(self._credentials, certificate, time.time())
         except RemoteProtocolError as error:  # CertificateInvalid, CertificateRevoked
             self.node.note_rejected(error)
             self.tcp_counters["certificates_refused"] += 1
