@@ -466,7 +466,10 @@ class TcpNode(UdpNode):
             if identity is not None and self._revocations.is_revoked(identity.serial):
                 self.tcp_counters["closed_revoked"] += 1
                 connection.close()
-            elif connection.opened and now - connection.last_active_s > self.tcp.idle_timeout_s:
+            elif (
+                connection.state == TlsState.OPEN
+                and now - connection.last_active_s > self.tcp.idle_timeout_s
+            ):
                 self.tcp_counters["closed_idle"] += 1
                 connection.close()
         self._sweeper = loop.call_later(self._sweep_interval_s(), self._sweep)

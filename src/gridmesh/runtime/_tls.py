@@ -182,7 +182,6 @@ class TlsConnection(asyncio.Protocol):
         self.state: str = TlsState.HANDSHAKE
         #: What TLS the handshake agreed ("TLSv1.3"); "" before it finished.
         self.tls_version = ""
-        self.opened = False
         #: Loop time of the last frame in or out (the owner closes idle connections).
         self.last_active_s = 0.0
         self._preface = preface
@@ -195,7 +194,6 @@ class TlsConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._deadline: asyncio.TimerHandle | None = None
-        self._gone = False
 
     # -- asyncio.Protocol -----------------------------------------------------
 
@@ -206,8 +204,7 @@ class TlsConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer_host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if not self.owner.connection_made_tls(self):
-            self._gone = True  # never counted as the owner's
-            self.state = TlsState.CLOSED
+            self.state = TlsState.CLOSED  # never the owner's: it is not told of the close
             self._transport = None
             transport.close()
             return
@@ -248,23 +245,22 @@ class TlsConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close (with a TLS close_notify when the handshake finished); idempotent."""
-        if self.state != TlsState.CLOSED:
-            handshaken = self.state != TlsState.HANDSHAKE
-            self.state = TlsState.CLOSED
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-            transport = self._transport
-            if transport is not None:
-                if handshaken:
-                    # unwrap puts our close_notify out; the peer's need not have come.
-                    with contextlib.suppress(ssl.SSLError, ValueError):
-                        self._tls.unwrap()
-                self._flush()
-                transport.close()
-        if not self._gone:
-            self._gone = True
-            self.owner.connection_gone(self)
+        if self.state == TlsState.CLOSED:
+            return
+        handshaken = self.state != TlsState.HANDSHAKE
+        self.state = TlsState.CLOSED
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        transport = self._transport
+        if transport is not None:
+            if handshaken:
+                # unwrap puts our close_notify out; the peer's need not have come.
+                with contextlib.suppress(ssl.SSLError, ValueError):
+                    self._tls.unwrap()
+            self._flush()
+            transport.close()
+        self.owner.connection_gone(self)
 
     # -- internals --------------------------------------------------------------
 
@@ -302,7 +298,6 @@ class TlsConnection(asyncio.Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self.opened = True
         self.state = TlsState.OPEN
         self.owner.connection_open(self)
 
