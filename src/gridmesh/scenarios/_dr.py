@@ -103,6 +103,7 @@ from gridmesh.scenarios._readings import (
     LogNormalValue,
     UniformValue,
 )
+from gridmesh.scenarios._report import rounded
 from gridmesh.scenarios._services import ScenarioService, located
 from gridmesh.sim import Simulator
 from gridmesh.wire import Envelope, Kind, encode
@@ -983,7 +984,9 @@ class DrService(ScenarioService):
             "met": met,
             "dso_confirmed": dso_confirmed,
             "time_to_activation_s": (
-                None if reached_s is None or requested_s is None else _s(reached_s - requested_s)
+                None
+                if reached_s is None or requested_s is None
+                else rounded(reached_s - requested_s)
             ),
             "shortfall_kw": _kw(max(0.0, requested_kw - achieved_kw)),
             "why": why,
@@ -1082,7 +1085,7 @@ class DrService(ScenarioService):
                 "confirmed_at_s": (
                     None
                     if activation.confirmed_at_s is None
-                    else _s(activation.confirmed_at_s - activation.started_s)
+                    else rounded(activation.confirmed_at_s - activation.started_s)
                 ),
                 "customers_confirmed": counts["confirmed"],
                 "customers_partial": counts["partial"],
@@ -1116,7 +1119,9 @@ class DrService(ScenarioService):
                 "confirmed_kw": _kw(dispatch.confirmed_kw),
                 "active_kw": _kw(dispatch.active_kw),
                 "active_at_s": (
-                    None if dispatch.active_at_s is None else _s(dispatch.active_at_s - requested_s)
+                    None
+                    if dispatch.active_at_s is None
+                    else rounded(dispatch.active_at_s - requested_s)
                 ),
                 "redistributed_kw": _kw(dispatch.redistributed_kw),
                 "unassigned_kw": _kw(dispatch.unassigned_kw),
@@ -1292,7 +1297,3 @@ def _report_padding(report_bytes: int, meter_max: int, duration_s: float) -> tup
 
 def _kw(value: float) -> float:
     return round(value, _KW_DIGITS) + 0.0  # + 0.0: no -0.0 in the report
-
-
-def _s(value: float) -> float:
-    return round(value, 6)
