@@ -199,7 +199,7 @@ class TcpNode(UdpNode):
         loop = asyncio.get_running_loop()
         sock = _listening_socket(self.listen)
         try:
-            self._server = await loop.create_server(self._accepted, sock=sock)
+            self._server = await loop.create_server(self._connection, sock=sock)
         except BaseException:
             sock.close()
             raise
@@ -336,11 +336,14 @@ class TcpNode(UdpNode):
 
     # -- internals ---------------------------------------------------------------
 
-    def _accepted(self) -> TlsConnection:
+    def _connection(self, dialled: str | None = None) -> TlsConnection:
+        """A new connection: accepted, or ``dialled`` to that address (it sends the preface)."""
         return TlsConnection(
             self,
-            self._server_context,
-            server_side=True,
+            self._server_context if dialled is None else self._client_context,
+            server_side=dialled is None,
+            address=dialled or "",
+            preface=b"" if dialled is None else self._preface,
             frame_bytes_max=self.node.config.message_bytes_max,
             handshake_timeout_s=self.tcp.handshake_timeout_s,
             write_buffer_bytes_max=self.tcp.write_buffer_bytes_max,
@@ -395,16 +398,7 @@ class TcpNode(UdpNode):
         loop = asyncio.get_running_loop()
 
         def connection() -> TlsConnection:
-            made = dial.connection = TlsConnection(
-                self,
-                self._client_context,
-                server_side=False,
-                address=address,
-                preface=self._preface,
-                frame_bytes_max=self.node.config.message_bytes_max,
-                handshake_timeout_s=self.tcp.handshake_timeout_s,
-                write_buffer_bytes_max=self.tcp.write_buffer_bytes_max,
-            )
+            made = dial.connection = self._connection(address)
             return made
 
         try:
