@@ -49,8 +49,7 @@ from functools import partial
 from random import Random
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.errors import InvalidTopic
 from gridmesh.grid import (
@@ -75,7 +74,7 @@ from gridmesh.node import Node
 from gridmesh.protocols import Delivery
 from gridmesh.protocols.pubsub import Event
 from gridmesh.scenarios._report import percentiles, rounded
-from gridmesh.scenarios._services import ScenarioService
+from gridmesh.scenarios._services import ScenarioService, located
 from gridmesh.sim import Simulator
 from gridmesh.topics import TopicTrie
 
@@ -132,18 +131,18 @@ class DevicesSpec(BaseModel):
     def _kinds_known(self) -> DevicesSpec:
         for name in self.shares or {}:
             if name not in _KIND_NAMES:
-                raise _located(
+                raise located(
                     ("shares", name), f"a device kind, one of: {', '.join(_KIND_NAMES)}", name
                 )
         for name, spec in self.kinds.items():
             kind = _reactive_kind(name)
             if kind is None:
-                raise _located(
+                raise located(
                     ("kinds", name), f"a device kind that can react, one of: {_REACTIVE}", name
                 )
             most_kw = reaction_power_kw(kind)
             if spec.power_kw is not None and spec.power_kw > most_kw:
-                raise _located(
+                raise located(
                     ("kinds", name, "power_kw"),
                     f"a number of at most {most_kw:g} kW (the {name} profile's range "
                     "above its floor)",
@@ -175,20 +174,12 @@ class DevicesSpec(BaseModel):
         return self.roles if self.rules_at is None else self.rules_at
 
 
-def _located(loc: tuple[str | int, ...], expected: str, got: object) -> ValidationError:
-    """A validation error at ``loc`` (relative to the model raising it)."""
-    error = PydanticCustomError("devices", expected.replace("{", "(").replace("}", ")"))
-    return ValidationError.from_exception_data(
-        "devices", [InitErrorDetails(type=error, loc=loc, input=got)]
-    )
-
-
 def check_devices(scenario: Scenario) -> None:
     """Cross-checks of ``[devices]`` and ``[[rules]]`` against the rest of the file."""
     devices = scenario.devices
     if devices is None:
         if scenario.rules:
-            raise _located(
+            raise located(
                 ("rules",),
                 "a [devices] section too: its roles (homes) and rules_at say which nodes "
                 "run the rules",
@@ -200,17 +191,17 @@ def check_devices(scenario: Scenario) -> None:
         listed: list[str] = getattr(devices, field) or []
         for index, role in enumerate(listed):
             if role not in names:
-                raise _located(
+                raise located(
                     ("devices", field, index),
                     f"a role of this file, one of: {', '.join(sorted(names))}",
                     role,
                 )
             if role in listed[:index]:
-                raise _located(("devices", field, index), "a role not listed before", role)
+                raise located(("devices", field, index), "a role not listed before", role)
     for index, spec in enumerate(scenario.rules):
         device_class = getattr(spec.params, "device_class", None)
         if device_class is not None and _reactive_kind(device_class) is None:
-            raise _located(
+            raise located(
                 ("rules", index, "params", "device_class"),
                 f"a device kind that can react, one of: {_REACTIVE}",
                 device_class,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridmesh.grid import UnitMix
 from gridmesh.protocols.aggregation import PUSHSUM_ROUNDS_MAX
+from gridmesh.scenarios._services import located
 
 if TYPE_CHECKING:
     from gridmesh.scenarios._schema import Scenario
@@ -85,7 +85,7 @@ class RedySpec(BaseModel):
     def _consistent(self) -> RedySpec:
         shares = self.consumers + self.prosumers + self.producers
         if abs(shares - 1.0) > 1e-9:
-            raise _located(
+            raise located(
                 ("consumers",),
                 f"consumers + prosumers + producers adding up to 1 (they add up to {shares:g})",
                 self.consumers,
@@ -93,13 +93,11 @@ class RedySpec(BaseModel):
         for name in ("base_load_kw", "producer_kw"):
             low, high = getattr(self, name)
             if not 0.0 <= low <= high <= _KW_MAX:
-                raise _located(
+                raise located(
                     (name,), f"[low, high] with 0 <= low <= high <= {_KW_MAX:,.0f} kW", [low, high]
                 )
         if self.settle_rounds > self.rounds:
-            raise _located(
-                ("settle_rounds",), f"at most rounds ({self.rounds})", self.settle_rounds
-            )
+            raise located(("settle_rounds",), f"at most rounds ({self.rounds})", self.settle_rounds)
         return self
 
     def mix(self) -> UnitMix:
@@ -116,12 +114,12 @@ class RedySpec(BaseModel):
         """Cross-checks against the rest of the file; errors located at the field."""
         roles = [role.name for role in scenario.roles]
         if self.role is not None and self.role not in roles:
-            raise _located(
+            raise located(
                 ("redy", "role"), f"a role of this file, one of: {', '.join(roles)}", self.role
             )
         units = self.unit_ids(scenario)
         if self.initiator_id(scenario) not in units:
-            raise _located(
+            raise located(
                 ("redy", "initiator"),
                 f"a governance unit: a node id in {units.start}..{units.stop - 1} or a role "
                 f"whose first node is one",
@@ -130,14 +128,14 @@ class RedySpec(BaseModel):
         duration_s = scenario.simulation.duration_s
         settle_s, settles, shortest_s, ends = self.timing(scenario)
         if self.start_s + settle_s > duration_s:
-            raise _located(
+            raise located(
                 ("redy", "start_s"),
                 f"a first epoch that settles ({settles}) before the end of the run: at most "
                 f"{duration_s - settle_s:g} s",
                 self.start_s,
             )
         if self.epoch_s < shortest_s:
-            raise _located(
+            raise located(
                 ("redy", "epoch_s"),
                 f"at least {shortest_s:g} s, so that an epoch ends before the next one starts "
                 f"({ends})",
@@ -145,7 +143,7 @@ class RedySpec(BaseModel):
             )
         estimates_max = scenario.node.pushsum.estimates_max
         if self.estimator == "pushsum" and estimates_max < len(REDY_READINGS):
-            raise _located(
+            raise located(
                 ("node", "pushsum", "estimates_max"),
                 f"at least {len(REDY_READINGS)} with [redy] estimator = 'pushsum' (one estimate "
                 f"per reading)",
@@ -153,14 +151,14 @@ class RedySpec(BaseModel):
             )
         for name in (*REDY_READINGS, REDY_STATE):
             if name in scenario.readings:
-                raise _located(
+                raise located(
                     ("readings", name),
                     f"another name: {', '.join((*REDY_READINGS, REDY_STATE))} are [redy]'s own",
                     None,
                 )
         fewest_s = duration_s / REDY_SAMPLES_MAX
         if self.sample_interval_s < fewest_s:
-            raise _located(
+            raise located(
                 ("redy", "sample_interval_s"),
                 f"at least duration_s / {REDY_SAMPLES_MAX:,} = {fewest_s:g} s",
                 self.sample_interval_s,
@@ -195,11 +193,3 @@ class RedySpec(BaseModel):
         if initiator not in {role.name for role in scenario.roles}:
             return 0
         return scenario.role_ids(initiator)[0]
-
-
-def _located(loc: tuple[str | int, ...], expected: str, got: object) -> ValidationError:
-    """A validation error at ``loc`` (relative to the model raising it): file, field, value."""
-    error = PydanticCustomError("redy", expected.replace("{", "(").replace("}", ")"))
-    return ValidationError.from_exception_data(
-        "redy", [InitErrorDetails(type=error, loc=loc, input=got)]
-    )
