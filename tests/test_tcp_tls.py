@@ -23,28 +23,22 @@ from pathlib import Path
 import pytest
 
 from gridmesh.cli import main
-from gridmesh.keystore import PkiLayout, load_node_credentials, read_private_key
+from gridmesh.keystore import PkiLayout, read_private_key
 from gridmesh.node import NodeConfig
 from gridmesh.protocols import Peer
 from gridmesh.protocols.membership import FullMembershipConfig
 from gridmesh.runtime import ControlClient, NodeUnreachable, TcpConfig, TcpNode
 from gridmesh.runtime._tls import FRAME_HEADER, PREFACE_MAGIC, tls_context
+from gridmesh.runtime.cli import _credentials as link_credentials  # what `--pki DIR` gives
 from gridmesh.security import make_revocation
 from gridmesh.security._link import LinkCredentials
 from gridmesh.wire import MESSAGE_BYTES_MAX, Envelope, Kind, encode
+from tests.test_runtime import eventually
 
 HOST = "127.0.0.1"
 CONFIG = NodeConfig(membership=FullMembershipConfig(exchange_interval_s=0.2, member_timeout_s=5))
 ROLES = {1: "dso", 2: "dtc", 3: "meter", 5: "dtc", 6: "meter"}
 REVOKED = 6  # revoked in the grid's revocations.cbor after its credentials were loaded
-
-
-def link_credentials(directory: Path, node_id: int) -> LinkCredentials:
-    """What `gridmesh node --pki DIR` gives a node: from the files, verified."""
-    loaded = load_node_credentials(directory, node_id)
-    return LinkCredentials(
-        loaded.authority, loaded.identity, loaded.private_key, loaded.revocations
-    )
 
 
 @dataclass(frozen=True)
@@ -92,14 +86,6 @@ def free_ports(count: int) -> list[int]:
         for sock in held:
             sock.close()
     return ports
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 class Grid:
