@@ -117,6 +117,13 @@ class Grid:
         self.nodes[node_id] = node
         return node
 
+    async def start_joined(self, first: int, *others: int) -> list[TcpNode]:
+        """Start ``first``, then ``others`` joining it; return them once all know each other."""
+        nodes = [await self.start(first)]
+        nodes += [await self.start(node_id, join=first) for node_id in others]
+        await joined(*nodes)
+        return nodes
+
     def close(self) -> None:
         for node in self.nodes.values():
             node.close()
@@ -180,6 +187,24 @@ async def plain_client(node: TcpNode) -> tuple[asyncio.StreamReader, asyncio.Str
     return await asyncio.open_connection(HOST, node.listen[1])
 
 
+async def tls_client_closed(node: TcpNode, credentials: LinkCredentials, data: bytes) -> bool:
+    """Whether ``node`` closes a ``tls_client`` connection that sent ``data``."""
+    async with tls_client(node, credentials) as (reader, writer):
+        writer.write(data)
+        return await closed_by_peer(reader)
+
+
+async def plain_client_closed(node: TcpNode, data: bytes = b"") -> bool:
+    """Whether ``node`` closes a ``plain_client`` connection that sent ``data`` (if any)."""
+    reader, writer = await plain_client(node)
+    try:
+        if data:
+            writer.write(data)
+        return await closed_by_peer(reader)
+    finally:
+        writer.close()
+
+
 def framed(data: bytes) -> bytes:
     return FRAME_HEADER.pack(len(data)) + data
 
@@ -203,9 +228,7 @@ def test_two_nodes_gossip_over_mutually_authenticated_tls_1_3(
     pki: Pki, loop_factory: LoopFactory
 ) -> None:
     async def scenario(grid: Grid) -> None:
-        dso = await grid.start(1)
-        dtc = await grid.start(2, join=1)
-        await joined(dso, dtc)
+        dso, dtc = await grid.start_joined(1, 2)
         message_id = dso.node.broadcast("0.12 EUR/kWh", topic="TARIFF/RTP", now=time.time())
         await eventually(lambda: message_id in dtc.deliveries)
         assert stat(dtc, "sec_origin_verified") == 1  # signed end to end, checked on arrival
@@ -228,10 +251,7 @@ def test_three_nodes_gossip_and_a_closed_connection_is_dialled_again_on_demand(
     pki: Pki, loop_factory: LoopFactory
 ) -> None:
     async def scenario(grid: Grid) -> None:
-        dso = await grid.start(1)
-        dtc = await grid.start(2, join=1)
-        meter = await grid.start(3, join=1)
-        await joined(dso, dtc, meter)
+        dso, dtc, meter = await grid.start_joined(1, 2, 3)
         tariff = dso.node.broadcast("0.12", topic="TARIFF/RTP", now=time.time())
         status = dtc.node.broadcast({"load": 0.7}, topic="DTC/2/STATUS", now=time.time())
         await eventually(lambda: tariff in dtc.deliveries and tariff in meter.deliveries)
@@ -288,9 +308,7 @@ def test_a_revocation_that_arrives_by_gossip_cuts_the_revoked_nodes_connection(
     pki: Pki, loop_factory: LoopFactory
 ) -> None:
     async def scenario(grid: Grid) -> None:
-        dso = await grid.start(1)
-        dtc = await grid.start(2, join=1)
-        await joined(dso, dtc)
+        dso, _ = await grid.start_joined(1, 2)
         layout = PkiLayout(pki.directory)
         identity = pki.credentials(2).identity
         revocation = make_revocation(
@@ -353,33 +371,24 @@ def test_oversized_frames_and_garbage_close_only_their_connection(
     pki: Pki, loop_factory: LoopFactory
 ) -> None:
     async def scenario(grid: Grid) -> None:
-        dso = await grid.start(1)
-        dtc = await grid.start(2, join=1)
-        await joined(dso, dtc)
+        dso, dtc = await grid.start_joined(1, 2)
         attacker = pki.credentials(5)
-        async with tls_client(dso, attacker) as (reader, writer):  # too large
-            writer.write(PREFACE + FRAME_HEADER.pack(MESSAGE_BYTES_MAX + 1) + b"x" * 100)
-            assert await closed_by_peer(reader)
+        too_large = PREFACE + FRAME_HEADER.pack(MESSAGE_BYTES_MAX + 1) + b"x" * 100
+        assert await tls_client_closed(dso, attacker, too_large)
         assert stat(dso, "rejected_too_large") == 1
-        async with tls_client(dso, attacker) as (reader, writer):  # garbage, no preface
-            writer.write(b"\x00\x00\x00\x05hello, is this HTTP?")
-            assert await closed_by_peer(reader)
+        garbage = b"\x00\x00\x00\x05hello, is this HTTP?"  # and no preface
+        assert await tls_client_closed(dso, attacker, garbage)
         assert stat(dso, "rejected_malformed") == 1
-        async with tls_client(dso, attacker) as (reader, writer):  # an empty frame
-            writer.write(PREFACE + FRAME_HEADER.pack(0))
-            assert await closed_by_peer(reader)
+        assert await tls_client_closed(dso, attacker, PREFACE + FRAME_HEADER.pack(0))  # empty
         assert stat(dso, "rejected_malformed") == 2
         assert stat(dso, "tcp_frames_refused") == 3
-        async with tls_client(dso, attacker) as (reader, writer):
+        async with tls_client(dso, attacker) as (_, writer):
             # A well-framed frame whose bytes are no envelope is the node's to judge: refused,
             # counted and scored like a bad message on a link, but the stream is intact.
             writer.write(PREFACE + framed(b"\xff" * 40))
             await eventually(lambda: stat(dso, "rejected_malformed") == 3)
             assert len(dso.connections()) == 2
-        reader, writer = await plain_client(dso)  # not even TLS
-        writer.write(b"GET / HTTP/1.1\r\nHost: grid\r\n\r\n")
-        assert await closed_by_peer(reader)
-        writer.close()
+        assert await plain_client_closed(dso, b"GET / HTTP/1.1\r\nHost: grid\r\n\r\n")  # no TLS
         assert stat(dso, "tcp_handshakes_failed") == 1
         # The node goes on: its honest peer still gets its tariffs, over the same connection.
         message_id = dso.node.broadcast("0.12", topic="TARIFF/RTP", now=time.time())
@@ -397,9 +406,7 @@ def test_handshakes_connections_and_idle_time_are_bounded(
         limits = TcpConfig(connections_max=2, handshake_timeout_s=0.3, idle_timeout_s=0.4)
         dso = await grid.start(1, tcp=limits)
         quiet = [await plain_client(dso), await plain_client(dso)]
-        reader, writer = await plain_client(dso)  # beyond connections_max
-        assert await closed_by_peer(reader)  # closed at once
-        writer.close()
+        assert await plain_client_closed(dso)  # beyond connections_max: closed at once
         assert stat(dso, "tcp_refused_full") == 1
         # The two that say nothing are closed when their handshake time is up.
         await eventually(lambda: stat(dso, "tcp_handshake_timeouts") == 2)
@@ -417,9 +424,7 @@ def test_handshakes_connections_and_idle_time_are_bounded(
         # All addresses together get accepts_per_s connections a second, before any TLS.
         frugal = await grid.start(2, tcp=TcpConfig(accepts_per_s=0.01, accept_burst=1))
         first = await plain_client(frugal)
-        reader, writer = await plain_client(frugal)
-        assert await closed_by_peer(reader)
-        writer.close()
+        assert await plain_client_closed(frugal)
         first[1].close()
         assert stat(frugal, "tcp_accepts_shed") == 1
 
