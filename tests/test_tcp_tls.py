@@ -28,7 +28,7 @@ from gridmesh.node import NodeConfig
 from gridmesh.protocols import Peer
 from gridmesh.protocols.membership import FullMembershipConfig
 from gridmesh.runtime import ControlClient, NodeUnreachable, TcpConfig, TcpNode
-from gridmesh.runtime._tls import FRAME_HEADER, PREFACE_MAGIC, tls_context
+from gridmesh.runtime._tls import FRAME_HEADER, PREFACE_MAGIC, TlsConnection, tls_context
 from gridmesh.runtime.cli import _credentials as link_credentials  # what `--pki DIR` gives
 from gridmesh.security import make_revocation
 from gridmesh.security._link import LinkCredentials
@@ -262,6 +262,45 @@ def test_three_nodes_gossip_and_a_closed_connection_is_dialled_again_on_demand(
         again = dso.node.broadcast("0.15", topic="TARIFF/RTP", now=time.time())
         await eventually(lambda: again in dtc.deliveries and again in meter.deliveries)
         assert stat(dso, "tcp_dialled") >= 1  # it dialled them back to send
+
+    run(pki, loop_factory, scenario)
+
+
+class WritesRefused:
+    """An ``ssl.SSLObject`` whose writes OpenSSL refuses: a fault to inject."""
+
+    def __init__(self, tls: ssl.SSLObject) -> None:
+        self.tls = tls
+
+    def write(self, data: object) -> int:
+        raise ssl.SSLError("injected: the write is refused")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.tls, name)
+
+
+@pytest.mark.timeout(20)
+def test_a_dial_that_fails_writing_its_queued_frames_is_dialled_again(
+    pki: Pki, loop_factory: LoopFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send = TlsConnection.send
+    refused: list[TlsConnection] = []
+
+    def refused_once(connection: TlsConnection, frame: bytes) -> bool:
+        if not connection.server_side and not refused:  # the first frame a dialled one sends
+            refused.append(connection)
+            connection._tls = WritesRefused(connection._tls)  # type: ignore[assignment]
+        return send(connection, frame)
+
+    monkeypatch.setattr(TlsConnection, "send", refused_once)
+
+    async def scenario(grid: Grid) -> None:
+        # The DTC's dial to the DSO closes as it writes the JOIN that waited for it; after
+        # the backoff the DTC dials again rather than keep sending into the closed one.
+        _, dtc = await grid.start_joined(1, 2)
+        assert len(refused) == 1 and not refused[0].server_side
+        assert stat(dtc, "tcp_tls_errors") == 1
+        assert stat(dtc, "tcp_dialled") >= 2
 
     run(pki, loop_factory, scenario)
 

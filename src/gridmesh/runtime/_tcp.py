@@ -298,16 +298,19 @@ class TcpNode(UdpNode):
     def connection_open(self, connection: TlsConnection) -> None:
         self.tcp_counters["established"] += 1
         address = connection.address
+        # An accepted one may name an address it does not hold: used for sending only
+        # when that address is on the host it comes from.
+        if not connection.server_side or _same_host(address, connection.peer_host):
+            current = self._by_address.get(address)
+            if current is None or self._prefer(connection, current):
+                self._by_address[address] = connection
         dial = self._dials.get(address)
         if dial is not None and dial.connection is connection:
             del self._dials[address]
+            # Known by its address first: a write that fails closes it, and connection_gone
+            # then forgets it, so that the address is dialled again.
             for frame in dial.pending:
                 self._write(connection, frame)
-        if connection.server_side and not _same_host(address, connection.peer_host):
-            return  # it may name an address it does not hold: not used for sending
-        current = self._by_address.get(address)
-        if current is None or current.state != TlsState.OPEN or self._prefer(connection, current):
-            self._by_address[address] = connection
 
     def frame_received(self, connection: TlsConnection, frame: bytes) -> None:
         identity = connection.identity
